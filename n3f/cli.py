@@ -1,0 +1,206 @@
+"""The ``n3f`` command. Each sub-command is one function; heavy imports happen inside them.
+
+Every command takes ``--quiet`` and ``--seed``; commands that write take ``--output``. Errors a user
+can cause print one message (no traceback) and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from n3f.errors import N3FError
+
+app = typer.Typer(
+    name="n3f",
+    help=(
+        "Feature-field distillation on real scenes: fit a NeRF student that renders colour and "
+        "3D-consistent features distilled from a 2D teacher, then click a patch to find an object "
+        "in every frame and in 3D.\n\n"
+        "Start with: n3f scenes, then n3f inspect --scene demo/tabletop"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+SceneOpt = Annotated[
+    str,
+    typer.Option(
+        "--scene",
+        "-s",
+        help="A catalog name (see `n3f scenes`), an alias such as epic_kitchens/P01, or a path to a scene folder (COLMAP, LLFF, transforms.json, EPIC-Diff or n3f).",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random seed; for procedural scenes it picks the generated variant (0 = the catalog's).")
+]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scene"
+
+
+@app.command("scenes")
+def scenes_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalog as JSON for scripts.")] = False,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """List the scene catalog (scenes/<family>/<name>.toml) and whether each scene's data is present.
+
+    Example: n3f scenes
+    """
+    from n3f.scene.catalog import data_root, load_catalog
+
+    catalog = load_catalog()
+    rows = []
+    for name, r in catalog.items():
+        where = r.locate()
+        status = "ready" if where else ("rendered on first use" if r.generator else "missing")
+        rows.append(
+            {
+                "name": name,
+                "aliases": r.aliases,
+                "format": r.format,
+                "status": status,
+                "path": str(where or r.candidates()[0]),
+                "description": r.description,
+            }
+        )
+    if as_json:
+        print(json.dumps({"data_root": str(data_root()), "scenes": rows}, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"n3f scene catalog (data root: {data_root()})", title_justify="left")
+    for col in ("scene", "format", "status", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+        colour = {"ready": "green", "missing": "red"}.get(row["status"], "yellow")
+        table.add_row(name, row["format"], f"[{colour}]{row['status']}[/]", row["description"])
+    Console().print(table)
+    print("Missing data: `n3f inspect --scene NAME` says where to get it and where to put it.")
+
+
+def _scene_json(scene) -> dict:
+    return {
+        "name": scene.name,
+        "format": scene.format,
+        "source": str(scene.source) if scene.source else None,
+        "contraction": scene.contraction,
+        "aabb": scene.aabb.tolist(),
+        "normalisation": scene.normalisation.tolist(),
+        "splits": scene.split_counts(),
+        "frames": [
+            {
+                "file": str(f.image_path),
+                "K": f.K.tolist(),
+                "c2w": f.c2w.tolist(),
+                "width": f.width,
+                "height": f.height,
+                "split": f.split,
+                **({"distortion": {"model": f.distortion.model, "params": list(f.distortion.params)}} if f.distortion else {}),
+                **({"near": f.near, "far": f.far} if f.near is not None else {}),
+            }
+            for f in scene.frames
+        ],
+        "objects": scene.objects,
+    }
+
+
+def _print_summary(scene, sheet: Path | None) -> None:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    f0 = scene.frames[0]
+    sizes = sorted({(f.width, f.height) for f in scene.frames})
+    shared_K = all(np.allclose(f.K, f0.K) for f in scene.frames)
+    counts = scene.split_counts()
+    nears = [f.near for f in scene.frames if f.near is not None]
+    fars = [f.far for f in scene.frames if f.far is not None]
+    table = Table(title=f"scene {scene.name}", show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("source", f"{scene.source} ({scene.format})")
+    table.add_row("frames", f"{len(scene)}: {counts['train']} train, {counts['val']} val, {counts['test']} test")
+    table.add_row("image size", ", ".join(f"{w}x{h}" for w, h in sizes))
+    table.add_row(
+        "intrinsics",
+        f"fx={f0.K[0, 0]:.2f} fy={f0.K[1, 1]:.2f} cx={f0.K[0, 2]:.2f} cy={f0.K[1, 2]:.2f} px"
+        + (" (shared)" if shared_K else " (frame 0; frames differ)"),
+    )
+    table.add_row("distortion", f0.distortion.model + " " + str(list(f0.distortion.params)) if f0.distortion else "none (pinhole)")
+    table.add_row(
+        "scene box",
+        f"min {np.round(scene.aabb[0], 3).tolist()} max {np.round(scene.aabb[1], 3).tolist()} (normalised world, cameras and content in [-1, 1]^3)",
+    )
+    table.add_row("normalisation", f"scale {scene.scale:.4g} from the source's units; contraction: {scene.contraction}")
+    if nears:
+        table.add_row("near / far", f"{min(nears):.3f} .. {max(fars) if fars else float('nan'):.3f} (normalised units)")
+    if scene.points is not None:
+        table.add_row("sparse points", str(len(scene.points)))
+    extras = [k for k, ok in (("masks", f0.mask_path is not None), ("depth", f0.depth_path is not None)) if ok]
+    table.add_row("ground truth", ", ".join(extras) if extras else "none")
+    if scene.objects:
+        table.add_row("objects", ", ".join(f"{o['id']}:{o['name']}" for o in scene.objects))
+    if sheet:
+        table.add_row("contact sheet", str(sheet))
+    Console().print(table)
+
+
+@app.command("inspect")
+def inspect_command(
+    scene: SceneOpt,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print frames (file, K, c2w in the normalised OpenCV world, width, height, split) as JSON; write nothing."
+        ),
+    ] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the contact sheet PNG.")] = Path("runs/inspect"),
+    downscale: Annotated[int, typer.Option("--downscale", help="Load images at 1/N size (0 = the catalog's choice).")] = 0,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Print a scene's frames, intrinsics, bounds and splits, and write a contact-sheet PNG.
+
+    Procedural scenes (demo/*) are rendered into the data root on first use.
+
+    Examples:
+      n3f inspect --scene demo/tabletop
+      n3f inspect --scene llff/fern --json > fern.json
+      n3f inspect --scene path/to/colmap_folder
+    """
+    from n3f.progress import make_progress
+    from n3f.scene.catalog import load_scene
+    from n3f.scene.preview import contact_sheet
+
+    loaded = load_scene(scene, seed=seed or None, downscale=downscale or None, progress=make_progress(quiet or as_json))
+    if as_json:
+        print(json.dumps(_scene_json(loaded)))
+        return
+    sheet = contact_sheet(loaded, output / f"{_slug(loaded.name)}-contact-sheet.png")
+    _print_summary(loaded, sheet)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: run the app, turning N3FError into exit code 2.
+
+    Usage errors (a missing or malformed option) are reported by the CLI library, also with code 2.
+    """
+    try:
+        app(args=argv)
+    except N3FError as exc:
+        print(f"n3f: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

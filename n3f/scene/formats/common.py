@@ -1,0 +1,98 @@
+"""Checks shared by the readers, so that bad input fails with a message naming the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from n3f.errors import SceneError
+
+# OpenCV camera axes (x right, y down, z forward) from OpenGL/Blender/nerfstudio axes (x right,
+# y up, z back): flip the camera's y and z columns.
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def load_json(path: Path) -> dict:
+    """Parse a JSON file, raising SceneError that names it when missing or malformed."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise SceneError(f"{path} not found") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SceneError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SceneError(f"{path} must hold a JSON object at the top level")
+    return data
+
+
+def require(data: dict, key: str, path: Path):
+    """``data[key]``, or a SceneError naming the missing key and the file."""
+    if key not in data:
+        raise SceneError(f"{path} has no {key!r} entry")
+    return data[key]
+
+
+def as_matrix(value, shape: tuple[int, ...], what: str, path: Path) -> np.ndarray:
+    """Convert ``value`` to a finite float64 array of ``shape`` or raise SceneError."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SceneError(f"{path}: {what} is not numeric") from exc
+    if arr.shape != shape:
+        if arr.size == int(np.prod(shape)):
+            arr = arr.reshape(shape)
+        else:
+            raise SceneError(f"{path}: {what} has shape {arr.shape}, expected {shape}")
+    if not np.isfinite(arr).all():
+        raise SceneError(f"{path}: {what} contains NaN or infinite values")
+    return arr
+
+
+def check_rotation(R: np.ndarray, what: str, path: Path, tol: float = 1e-3) -> None:
+    """Raise SceneError unless R (3, 3) is a proper rotation within ``tol``."""
+    if not np.allclose(R.T @ R, np.eye(3), atol=tol) or abs(np.linalg.det(R) - 1) > tol:
+        raise SceneError(f"{path}: {what} is not a rotation (columns not orthonormal or mirrored)")
+
+
+def check_intrinsics(K: np.ndarray, what: str, path: Path) -> None:
+    """Raise SceneError unless K has positive finite focal lengths."""
+    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        raise SceneError(f"{path}: {what} has a zero, negative or non-finite focal length")
+
+
+def pose_from_rt(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(4, 4) matrix from a (3, 3) rotation and (3,) translation."""
+    M = np.eye(4)
+    M[:3, :3], M[:3, 3] = R, t
+    return M
+
+
+def place_images(frames, image_dir: Path, mode: str = "link", names: list[str] | None = None) -> None:
+    """Put the frames' image files into ``image_dir`` for a writer.
+
+    Args:
+        frames: the frames whose ``image_path`` to place.
+        image_dir: destination folder (created).
+        mode: ``link`` (absolute symlinks), ``copy``, or ``none`` (do nothing).
+        names: optional file names to use instead of the frames' own.
+    """
+    if mode == "none":
+        return
+    if mode not in ("link", "copy"):
+        raise ValueError(f"images mode must be link, copy or none, got {mode!r}")
+    image_dir = Path(image_dir)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        target = image_dir / (names[i] if names else Path(f.image_path).name)
+        if target.exists() or target.is_symlink():
+            continue
+        if mode == "link":
+            os.symlink(Path(f.image_path).resolve(), target)
+        else:
+            shutil.copy2(f.image_path, target)
