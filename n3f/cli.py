@@ -7,7 +7,6 @@ can cause print one message (no traceback) and exit with code 2.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -42,10 +41,6 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 SeedOpt = Annotated[
     int, typer.Option("--seed", help="Random seed; for procedural scenes it picks the generated variant (0 = the catalog's).")
 ]
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scene"
 
 
 @app.command("scenes")
@@ -190,8 +185,102 @@ def inspect_command(
     if as_json:
         print(json.dumps(_scene_json(loaded)))
         return
-    sheet = contact_sheet(loaded, output / f"{_slug(loaded.name)}-contact-sheet.png")
+    from n3f.io import safe_name
+
+    sheet = contact_sheet(loaded, output / f"{safe_name(loaded.name)}-contact-sheet.png")
     _print_summary(loaded, sheet)
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+TeacherOpt = Annotated[
+    str,
+    typer.Option(
+        "--teacher",
+        "-t",
+        help="Teacher name (see `n3f teachers`). Default: DINO ViT-B/8 or ViT-S/8 when their weights are on this machine, else the offline effnet_lite0.",
+    ),
+]
+
+
+@app.command("features")
+def features_command(
+    scene: SceneOpt,
+    teacher: TeacherOpt = "",
+    teacher_weights: Annotated[
+        Path | None, typer.Option("--teacher-weights", help="Weights file: an official DINO/DINOv2 .pth or a timm .pth/.safetensors.")
+    ] = None,
+    stride: Annotated[
+        int,
+        typer.Option("--stride", help="ViT patch-embedding stride (< patch size: overlapping patches, denser features). 0 = patch size."),
+    ] = 0,
+    layer: Annotated[int, typer.Option("--layer", help="ViT block to read (negative counts from the end).")] = -1,
+    facet: Annotated[str, typer.Option("--facet", help="ViT facet: token, key, query or value.")] = "token",
+    input_scale: Annotated[float, typer.Option("--input-scale", help="Resize images by this factor before the teacher.")] = 1.0,
+    pca: Annotated[int, typer.Option("--pca", help="PCA dimensions fitted over the scene (0 keeps all channels).")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per teacher batch.")] = 8,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    half: Annotated[bool, typer.Option("--half", help="fp16 teacher on CUDA.")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Write PCA-to-RGB pictures into the cache's preview/ folder.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Cache root (default $N3F_DATA/cache/features).")] = None,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Run a 2D teacher over every frame and cache its features (fp16 memory map + scene PCA).
+
+    A valid cache is reused; any change (teacher, options, weights, images) makes a new one; an
+    interrupted run resumes from the frames already done.
+
+    Examples:
+      n3f features --scene demo/tabletop --preview
+      n3f features --scene llff/fern --teacher dino_vits8 --teacher-weights dino_deitsmall8_pretrain.pth --stride 4
+    """
+    import time
+
+    from n3f.pipeline.features import compute_features
+    from n3f.progress import make_progress
+    from n3f.scene.catalog import load_scene
+
+    track = make_progress(quiet)
+    loaded = load_scene(scene, seed=seed or None, progress=track)
+    options = {"device": _device(device), "batch_size": batch_size, "half": half, "input_scale": input_scale, "weights": teacher_weights}
+    if (teacher or "").startswith("dino"):
+        options.update(stride=stride or None, layer=layer, facet=facet)
+    elif stride or layer != -1 or facet != "token":
+        from n3f.errors import N3FError
+
+        raise N3FError("--stride, --layer and --facet apply to the DINO/DINOv2 ViT teachers only; name one with --teacher")
+    started = time.perf_counter()
+    cache = compute_features(loaded, teacher or None, options, pca=pca, root=output, preview=preview, seed=seed, progress=track)
+    n, h, w, d = cache.shape
+    print(f"teacher:  {cache.teacher}")
+    print(f"features: {n} frames x {h}x{w} cells x {d} dims (fp16) in {cache.folder}")
+    if cache.meta.get("explained_variance") is not None:
+        print(f"PCA:      {d} of {cache.meta['raw_dim']} dims keep {100 * cache.meta['explained_variance']:.1f}% of the variance")
+    print(f"time:     {time.perf_counter() - started:.1f} s")
+    if preview:
+        print(f"preview:  {cache.folder / 'preview' / 'sheet.png'}")
+
+
+@app.command("teachers")
+def teachers_command(quiet: QuietOpt = False, seed: SeedOpt = 0) -> None:
+    """List the available teachers and which one is the default on this machine.
+
+    Example: n3f teachers
+    """
+    import teachers
+    from n3f.pipeline.features import default_teacher
+
+    chosen = default_teacher()
+    for name in teachers.available():
+        print(f"{'*' if name == chosen else ' '} {name}")
+    print("* = default here (DINO needs its weights: `n3f features --teacher dino_vits8` says where to get them)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,3 +293,10 @@ def main(argv: list[str] | None = None) -> None:
     except N3FError as exc:
         print(f"n3f: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        from teachers import TeacherError
+
+        if isinstance(exc, TeacherError):
+            print(f"n3f: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise

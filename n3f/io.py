@@ -62,3 +62,30 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, obj, indent: int | None = 1) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def atomic_save_npy(path: Path, array) -> None:
+    """Save a numpy array as ``.npy`` at ``path`` atomically."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_image(path: Path, image) -> None:
+    """Save a PIL image (format from the suffix, e.g. PNG) at ``path`` atomically."""
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format=Path(path).suffix.lstrip(".").upper() or "PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def safe_name(name: str) -> str:
+    """A file-system-safe version of a scene or teacher name (``demo/tabletop`` -> ``demo_tabletop``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "scene"

@@ -98,7 +98,7 @@ def contact_sheet(scene: Scene, path: Path, max_frames: int = 24, thumb_width: i
     import cv2
     from PIL import Image, ImageDraw
 
-    from n3f.io import atomic_write_bytes
+    from n3f.io import atomic_save_image
 
     n = len(scene.frames)
     f0 = scene.frames[0]
@@ -143,9 +143,5 @@ def contact_sheet(scene: Scene, path: Path, max_frames: int = 24, thumb_width: i
         sheet.paste(Image.fromarray(thumb), (x, y))
         draw.text((x, y + th + 2), label[:32], fill=TEXT, font=_font(11))
     sheet.paste(camera_map(scene, map_size), (grid_w, title_h))
-    import io
-
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save_image(path, sheet)
     return Path(path)

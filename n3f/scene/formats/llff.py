@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from n3f.errors import SceneError
-from n3f.io import atomic_write_bytes
+from n3f.io import atomic_save_npy
 from n3f.scene.formats.common import as_matrix, check_rotation, place_images
 from n3f.scene.images import list_images, read_image_size
 from n3f.scene.normalise import holdout_every, normalise_scene
@@ -119,11 +119,7 @@ def write_llff(scene: Scene, folder: Path, images: str = "link") -> Path:
         far = f.far / scene.scale if f.far else 0.0
         rows.append(np.concatenate([pose.reshape(-1), [near, far]]))
     folder.mkdir(parents=True, exist_ok=True)
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.stack(rows))
-    atomic_write_bytes(folder / "poses_bounds.npy", buf.getvalue())
+    atomic_save_npy(folder / "poses_bounds.npy", np.stack(rows))
     names = [f"image{i:04d}{Path(f.image_path).suffix}" for i, f in enumerate(scene.frames)]
     place_images(scene.frames, folder / "images", images, names)
     return folder
