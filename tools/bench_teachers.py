@@ -104,7 +104,19 @@ def bench_memory(frame_counts: list[int]) -> list[dict]:
         for n in frame_counts:
             scene = make_video_scene(Path(tmp) / f"video{n}", n)
             start = time.perf_counter()
-            cmd = [sys.executable, "-m", "n3f", "features", "--scene", str(scene), "--teacher", "effnet_lite0", "--output", str(Path(tmp) / "cache"), "--quiet"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "n3f",
+                "features",
+                "--scene",
+                str(scene),
+                "--teacher",
+                "effnet_lite0",
+                "--output",
+                str(Path(tmp) / "cache"),
+                "--quiet",
+            ]
             peak_mb = peak_rss_mb(cmd)
             seconds = time.perf_counter() - start
             raw_mb = n * 24 * 32 * 152 * 4 / 2**20

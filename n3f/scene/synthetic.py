@@ -22,6 +22,7 @@ import numpy as np
 from n3f.scene.raycast import Primitive, cast, yaw_matrix
 
 TABLE_TOP = 0.75
+ROOM = ([-2.4, -2.2, 0.0], [2.4, 2.2, 2.6])  # walls, floor and ceiling (metres)
 
 
 @dataclass
@@ -520,7 +521,7 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
             }
             for o in renderer.objects
         ]
-        content = np.array([[-0.62, -0.42, 0.0], [0.62, 0.42, TABLE_TOP + 0.3]])
+        content = np.array(ROOM)  # the room encloses everything: a bounded scene
         scene = Scene(frames=frames, name="demo/tabletop", format="n3f", objects=objects)
         generator = {"name": "tabletop", **dataclasses.asdict(config), "exclude": list(config.exclude)}
         write_scene_json(tmp, scene, content_box=content, extra={"generator": generator})

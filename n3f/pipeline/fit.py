@@ -1,0 +1,533 @@
+"""The fit stage: distil a teacher's features into a hash-grid student while fitting colour.
+
+Loss: ``mse(rgb, image) + feature_weight * mse(feature, teacher / s)``, where the teacher's PCA
+features are divided by one scalar ``s`` (their root-mean-square over the training frames) so the
+feature term has unit scale whatever the teacher. N3F also uses a plain L2 feature loss; with
+``feature_weight = 0.04`` the feature term is a few times the colour term at convergence, enough
+to shape the feature head and the shared code without costing colour PSNR. The rendering weights
+used for features are detached by default, so teacher noise cannot bend the geometry
+(``feature_grad_to_geometry`` turns that off).
+
+Run folder (``<output>/<scene>/<teacher>/<YYYYmmdd-HHMMSS>/``): ``config.toml`` (schema version 1),
+``checkpoints/step-NNNNNNN.pt`` (atomic), ``metrics.jsonl`` (``eval/psnr`` etc. per evaluation),
+``renders/`` (held-out RGB, depth, feature PCA). Resuming restores every random state, so on the
+CPU a resumed run ends with exactly the metrics of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from n3f.errors import N3FError
+from n3f.io import atomic_write_bytes, atomic_write_text, safe_name
+from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, HashGridConfig
+from n3f.student.field import StudentConfig
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FitConfig:
+    """Everything a fit depends on (dumped to config.toml).
+
+    Attributes:
+        scene: catalog name or folder.
+        downscale: load images at 1/downscale (0: the catalog's choice).
+        teacher: teacher name ("" = the machine's default).
+        teacher_options: options for the teacher (weights, stride, ...).
+        pca: PCA dimensions of the cached features.
+        steps: optimisation steps.
+        target_samples: samples per step; the ray batch adapts to hit it.
+        max_rays: upper bound on rays per step.
+        lr: Adam learning rate (hash table and MLPs).
+        feature_weight: lambda of the feature loss.
+        feature_grad_to_geometry: let the feature loss reach the densities.
+        grid_resolution: occupancy-grid cells per axis.
+        grid_update_every: steps between occupancy-grid refreshes.
+        grid_decay: decay of a cell's running density per refresh (nerfacc uses 0.95 over ~20k
+            GPU steps; CPU fits are ten times shorter, so empty space must be carved faster).
+        grid_alpha_threshold: a cell is empty when its density makes a sample's opacity (alpha
+            over one marching step) smaller than this.
+        grid_update_fraction: share of cells refreshed per update (after the first four).
+        grid_warmup: steps before the first refresh (every cell counts as occupied until then, so
+            surfaces can form before empty space is carved).
+        march_steps: samples across the box diagonal (sets the marching step).
+        eval_every: steps between evaluations of held-out frames (0: only at the end).
+        eval_frames: held-out frames evaluated during training (all at the end).
+        checkpoint_every: steps between checkpoints.
+        device: cpu, cuda...
+        seed: random seed.
+        backend: hash-grid backend.
+        grid_preset: ``cpu`` or ``ngp`` hash-grid size.
+    """
+
+    scene: str = "demo/tabletop"
+    downscale: int = 0
+    teacher: str = ""
+    teacher_options: dict = field(default_factory=dict)
+    pca: int = 64
+    steps: int = 3000
+    target_samples: int = 1 << 16
+    max_rays: int = 8192
+    lr: float = 1e-2
+    feature_weight: float = 0.04
+    feature_grad_to_geometry: bool = False
+    grid_resolution: int = 128
+    grid_update_every: int = 8
+    grid_decay: float = 0.8
+    grid_alpha_threshold: float = 1e-2
+    grid_warmup: int = 64
+    grid_update_fraction: float = 0.125
+    march_steps: int = 512
+    eval_every: int = 1000
+    eval_frames: int = 3
+    checkpoint_every: int = 500
+    device: str = "cpu"
+    seed: int = 0
+    backend: str = "auto"
+    grid_preset: str = "cpu"
+
+    def grid_config(self) -> HashGridConfig:
+        return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
+
+
+@dataclass
+class TrainData:
+    """Training frames held as tensors: images, cameras and teacher features."""
+
+    images: torch.Tensor  # (n, H, W, 3) uint8
+    K: torch.Tensor  # (n, 3, 3)
+    c2w: torch.Tensor  # (n, 4, 4)
+    features: torch.Tensor  # (n, h, w, D) float16, divided by feature_scale
+    geometry: dict
+    feature_scale: float
+
+
+def sample_features(features: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, geometry: dict) -> torch.Tensor:
+    """Bilinearly sample cached teacher features at pixel positions.
+
+    Args:
+        features: (n, h, w, D); frame: (N,) frame index; xy: (N, 2) pixel coordinates.
+        geometry: the cache's cell geometry (offsets and steps in pixels).
+
+    Returns:
+        (N, D) float32.
+    """
+    _, h, w, _ = features.shape
+    u = ((xy[:, 0] - geometry["offset_x"]) / geometry["step_x"]).clamp(0, w - 1)
+    v = ((xy[:, 1] - geometry["offset_y"]) / geometry["step_y"]).clamp(0, h - 1)
+    u0, v0 = u.floor().long().clamp(max=w - 2) if w > 1 else u.long() * 0, v.floor().long().clamp(max=h - 2) if h > 1 else v.long() * 0
+    fu, fv = (u - u0)[:, None], (v - v0)[:, None]
+    u1, v1 = (u0 + 1).clamp(max=w - 1), (v0 + 1).clamp(max=h - 1)
+    f = features
+    top = f[frame, v0, u0].float() * (1 - fu) + f[frame, v0, u1].float() * fu
+    bottom = f[frame, v1, u0].float() * (1 - fu) + f[frame, v1, u1].float() * fu
+    return top * (1 - fv) + bottom * fv
+
+
+def batch_rays(data: TrainData, frame: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """World rays (origins, unit dirs) for pixels ``xy`` (N, 2) of training frames ``frame`` (N,)."""
+    K = data.K[frame]
+    cam = torch.stack([(xy[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (xy[:, 1] - K[:, 1, 2]) / K[:, 1, 1], torch.ones_like(xy[:, 0])], -1)
+    R = data.c2w[frame, :3, :3]
+    dirs = torch.einsum("nij,nj->ni", R, cam)
+    return data.c2w[frame, :3, 3].contiguous(), dirs / dirs.norm(dim=-1, keepdim=True)
+
+
+class Trainer:
+    """One fit: model, occupancy grid, optimiser and the loop (see the module docstring)."""
+
+    def __init__(
+        self, config: FitConfig, scene, cache, run_dir: Path, progress: Callable | None = None, log: Callable[[str], None] = print
+    ):
+        from n3f.render.sampling import OccupancyGrid
+        from n3f.render.spaces import BoxSpace, NDCSpace
+        from n3f.student.field import StudentField
+
+        self.config, self.scene, self.cache, self.run_dir = config, scene, cache, Path(run_dir)
+        self.progress, self.log = progress, log
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        train = scene.split_indices("train")
+        if not train:
+            raise N3FError(f"scene {scene.name} has no training frames")
+        held = scene.split_indices("test") + scene.split_indices("val")
+        self.train_ids, self.eval_ids = train, held or train[:1]
+        self.data = self._load_train_data(train)
+        if scene.contraction == "ndc":
+            self.space = NDCSpace.from_frames(scene.frames)
+        else:
+            self.space = BoxSpace(torch.tensor(scene.aabb, dtype=torch.float32))
+        box = self.space.aabb
+        self.step_size = float((box[1] - box[0]).norm()) / config.march_steps
+        student = StudentConfig(grid=config.grid_config(), feature_dim=cache.shape[-1], backend=config.backend)
+        self.model = StudentField(student, box).to(self.device)
+        self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
+        self.n_rays = 256.0
+        self.step = 0
+
+    # ------------------------------------------------------------------ data
+    def _load_train_data(self, ids: list[int]) -> TrainData:
+        from n3f.scene.images import load_frame_image
+
+        frames = [self.scene.frames[i] for i in ids]
+        H, W = frames[0].height, frames[0].width
+        if any((f.width, f.height) != (W, H) for f in frames):
+            raise N3FError("n3f fit needs all training frames at one size; downscale the scene (--downscale) or resize its images")
+        if any(f.distortion is not None and not f.distortion.is_identity() for f in frames):
+            raise N3FError("this scene's cameras are distorted; undistort it first (`n3f preprocess` writes undistorted pinhole scenes)")
+        it = self.progress(ids, "loading frames", len(ids)) if self.progress else ids
+        images = torch.from_numpy(np.stack([(load_frame_image(self.scene.frames[i]) * 255 + 0.5).astype(np.uint8) for i in it]))
+        feats = self.cache.features()
+        train_feats = np.stack([np.asarray(feats[i]) for i in ids]).astype(np.float32)
+        scale = float(np.sqrt(np.mean(train_feats**2))) or 1.0
+        return TrainData(
+            images=images,
+            K=torch.tensor(np.stack([f.K for f in frames]), dtype=torch.float32),
+            c2w=torch.tensor(np.stack([f.c2w for f in frames]), dtype=torch.float32),
+            features=torch.from_numpy((train_feats / scale).astype(np.float16)),
+            geometry=self.cache.meta["geometry"],
+            feature_scale=scale,
+        )
+
+    # ------------------------------------------------------------------ one step
+    def field_fn(self, features: bool = True):
+        model = self.model
+        return lambda points, dirs: model(points, dirs, features=features)
+
+    def train_step(self) -> dict:
+        cfg = self.config
+        n, H, W = self.data.images.shape[:3]
+        if self.step >= cfg.grid_warmup and self.step % cfg.grid_update_every == 0:
+            threshold = cfg.grid_alpha_threshold / self.step_size
+            self.grid.update(
+                self.model.density, generator=self.generator, decay=cfg.grid_decay, threshold=threshold, fraction=cfg.grid_update_fraction
+            )
+        n_rays = int(min(cfg.max_rays, max(256, self.n_rays)))
+        frame = torch.randint(0, n, (n_rays,), generator=self.generator)
+        px = torch.randint(0, W, (n_rays,), generator=self.generator)
+        py = torch.randint(0, H, (n_rays,), generator=self.generator)
+        jitter = torch.rand(n_rays, generator=self.generator)
+        xy = torch.stack([px, py], -1).float() + 0.5
+        origins, dirs = batch_rays(self.data, frame, xy)
+        target_rgb = self.data.images[frame, py, px].float() / 255
+        target_feat = sample_features(self.data.features, frame, xy, self.data.geometry)
+        from n3f.render.render import render_rays
+
+        detach = () if cfg.feature_grad_to_geometry else ("feature",)
+        out = render_rays(
+            self.field_fn(),
+            origins.to(self.device),
+            dirs.to(self.device),
+            self.space,
+            self.grid,
+            self.step_size,
+            jitter=jitter.to(self.device),
+            detach_weights=detach,
+            density_fn=self.model.density,
+        )
+        rgb_loss = torch.mean((out["rgb"] - target_rgb.to(self.device)) ** 2)
+        feat_loss = torch.mean((out["feature"] - target_feat.to(self.device)) ** 2)
+        loss = rgb_loss + cfg.feature_weight * feat_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)}")
+        if not torch.isfinite(self.model.encoding.table).all():
+            raise FloatingPointError("the hash table holds NaN or infinite values")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        n_samples = max(int(out["n_samples"]), 1)
+        self.n_rays = 0.5 * self.n_rays + 0.5 * n_rays * cfg.target_samples / n_samples
+        self.step += 1
+        loss, rgb_loss, feat_loss = loss.detach(), rgb_loss.detach(), feat_loss.detach()
+        return {
+            "loss": float(loss),
+            "rgb_loss": float(rgb_loss),
+            "feature_loss": float(feat_loss),
+            "psnr": -10 * math.log10(max(float(rgb_loss), 1e-10)),
+            "rays": n_rays,
+            "samples": n_samples,
+        }
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def render_frame(self, frame, chunk: int = 8192, features: bool = True) -> dict[str, torch.Tensor]:
+        """Render a whole frame: ``rgb`` (H, W, 3), ``depth`` (H, W), ``opacity`` and ``feature`` (H, W, D)."""
+        from n3f.render.rays import pixel_grid, pixel_rays
+        from n3f.render.render import render_rays
+
+        xy = pixel_grid(frame.width, frame.height)
+        coeffs = frame.distortion.opencv_coefficients() if frame.distortion is not None else None
+        origins, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, coeffs)
+        parts: dict[str, list] = {}
+        for start in range(0, len(xy), chunk):
+            out = render_rays(
+                self.field_fn(features),
+                origins[start : start + chunk].to(self.device),
+                dirs[start : start + chunk].to(self.device),
+                self.space,
+                self.grid,
+                self.step_size,
+                density_fn=self.model.density,
+            )
+            for k, v in out.items():
+                if k != "n_samples":
+                    parts.setdefault(k, []).append(v.cpu())
+        H, W = frame.height, frame.width
+        return {
+            k: torch.cat(v).reshape(H, W, -1).squeeze(-1) if k in ("depth", "opacity") else torch.cat(v).reshape(H, W, -1)
+            for k, v in parts.items()
+        }
+
+    @torch.no_grad()
+    def evaluate(self, ids: list[int], write_renders: bool = True) -> dict:
+        """PSNR, SSIM and feature cosine to the teacher on frames ``ids``; renders pictures."""
+        from kornia.metrics import ssim
+
+        from n3f.scene.images import load_frame_image
+
+        psnrs, ssims, cosines = [], [], []
+        feats = self.cache.features()
+        out_dir = self.run_dir / "renders" / f"step-{self.step:07d}"
+        for i in ids:
+            frame = self.scene.frames[i]
+            r = self.render_frame(frame)
+            gt = torch.from_numpy(load_frame_image(frame))
+            mse = float(torch.mean((r["rgb"].clamp(0, 1) - gt) ** 2))
+            psnrs.append(-10 * math.log10(max(mse, 1e-10)))
+            ssims.append(float(ssim(r["rgb"].clamp(0, 1).permute(2, 0, 1)[None], gt.permute(2, 0, 1)[None], 11).mean()))
+            teacher = self._teacher_at_pixels(np.asarray(feats[i], dtype=np.float32), frame)
+            cosines.append(
+                float(
+                    torch.nn.functional.cosine_similarity(
+                        r["feature"].reshape(-1, teacher.shape[-1]), teacher.reshape(-1, teacher.shape[-1]), dim=-1
+                    ).mean()
+                )
+            )
+            if write_renders:
+                self._write_render(out_dir / f"{safe_name(frame.image_path.stem)}.png", r, gt)
+        return {
+            "eval/psnr": float(np.mean(psnrs)),
+            "eval/ssim": float(np.mean(ssims)),
+            "eval/feature_cosine": float(np.mean(cosines)),
+            "eval/frames": len(ids),
+        }
+
+    def _teacher_at_pixels(self, feats: np.ndarray, frame) -> torch.Tensor:
+        from n3f.render.rays import pixel_grid
+
+        xy = pixel_grid(frame.width, frame.height)
+        t = torch.from_numpy(feats / self.data.feature_scale)[None]
+        return sample_features(t, torch.zeros(len(xy), dtype=torch.long), xy, self.data.geometry).reshape(frame.height, frame.width, -1)
+
+    def _write_render(self, path: Path, r: dict, gt: torch.Tensor) -> None:
+        import cv2
+
+        from n3f.pipeline.visualise import depth_to_rgb, features_to_rgb
+
+        rgb = (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        truth = (gt.numpy() * 255 + 0.5).astype(np.uint8)
+        depth = depth_to_rgb(r["depth"].numpy())
+        feat = features_to_rgb(r["feature"].numpy())
+        panel = np.concatenate([truth, rgb, depth, feat], axis=1)
+        atomic_write_bytes(path, cv2.imencode(".png", panel[:, :, ::-1])[1].tobytes())
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "student_config": self.model.config.to_dict(),
+            "grid": self.grid.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "n_rays": self.n_rays,
+            "space": self.space.state(),
+            "step_size": self.step_size,
+            "feature_scale": self.data.feature_scale,
+            "feature_cache": str(self.cache.folder),
+            "teacher": self.cache.teacher,
+        }
+
+    def save_checkpoint(self) -> Path:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("schema_version", 0) > SCHEMA_VERSION:
+            raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
+        self.model.load_state_dict(state["model"])
+        self.grid.load_state_dict(state["grid"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.n_rays = state["n_rays"]
+        self.step = state["step"]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The highest-step readable checkpoint of a run, or None."""
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only metric rows up to ``step`` (so a resumed run's log equals an uninterrupted one's)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(r + "\n" for r in rows))
+
+
+def new_run_dir(output: Path, scene_name: str, teacher: str) -> Path:
+    """``<output>/<scene>/<teacher>/<YYYYmmdd-HHMMSS>`` (a suffix is added rather than overwrite)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(output) / safe_name(scene_name) / safe_name(teacher) / stamp
+    run, k = base, 1
+    while run.exists():
+        run = base.with_name(f"{stamp}-{k}")
+        k += 1
+    return run
+
+
+def write_config(run_dir: Path, config: FitConfig, extra: dict) -> None:
+    from n3f.config import dumps_toml
+
+    doc = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in dataclasses.asdict(config).items() if k != "teacher_options"}}
+    doc["teacher_options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.teacher_options.items() if v is not None}
+    doc["resolved"] = extra
+    atomic_write_text(run_dir / "config.toml", dumps_toml(doc))
+
+
+def read_config(run_dir: Path) -> FitConfig:
+    """The FitConfig stored in a run folder."""
+    from n3f.config import load_toml
+
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise N3FError(f"{run_dir} is not a run folder (no config.toml)")
+    doc = load_toml(path)
+    if doc.get("schema_version", 0) > SCHEMA_VERSION:
+        raise N3FError(f"{path} is from a newer n3f; upgrade n3f")
+    known = {f.name for f in dataclasses.fields(FitConfig)}
+    return FitConfig(**{k: v for k, v in doc.items() if k in known})
+
+
+def fit(
+    config: FitConfig,
+    output: Path = Path("runs"),
+    resume: Path | None = None,
+    progress_factory: Callable | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run (or resume) a fit; returns the run folder.
+
+    Raises:
+        N3FError: bad input, or a NaN/diverging loss (the last good checkpoint is kept and named).
+    """
+    from n3f.pipeline.features import FeatureCache, compute_features
+    from n3f.progress import make_progress
+    from n3f.scene.catalog import load_scene
+
+    track = make_progress(quiet)
+    if resume is not None:
+        run_dir = Path(resume)
+        config = read_config(run_dir)
+    scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
+    cache = compute_features(
+        scene, config.teacher or None, {"device": config.device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
+    )
+    if resume is None:
+        run_dir = new_run_dir(output, scene.name, cache.meta["teacher"])
+        run_dir.mkdir(parents=True)
+        write_config(run_dir, config, {"teacher": cache.teacher, "feature_cache": str(cache.folder), "scene_source": str(scene.source)})
+    trainer = Trainer(config, scene, FeatureCache.open(cache.folder), run_dir, progress=track, log=log)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume is not None:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            trainer.load_checkpoint(ckpt)
+            log(f"resumed {run_dir} from {ckpt.name}")
+        _truncate_metrics(metrics_path, trainer.step)
+    if trainer.step == 0:
+        _append_metrics(metrics_path, {"step": 0, **trainer.evaluate(trainer.eval_ids[: config.eval_frames], write_renders=False)})
+    _loop(trainer, metrics_path, quiet)
+    return run_dir
+
+
+def _loop(trainer: Trainer, metrics_path: Path, quiet: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cfg = trainer.config
+    columns = [
+        TextColumn("fit"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    last_good = latest_checkpoint(trainer.run_dir)
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as bar:
+        task = bar.add_task("fit", total=cfg.steps, completed=trainer.step, info="")
+        window_start, window_rays = time.perf_counter(), 0
+        while trainer.step < cfg.steps:
+            try:
+                stats = trainer.train_step()
+            except FloatingPointError as exc:
+                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                raise N3FError(f"training diverged at step {trainer.step + 1} ({exc}); {where}. Try a lower --lr.") from exc
+            window_rays += stats["rays"]
+            if trainer.step % 25 == 0 or trainer.step == cfg.steps:
+                now = time.perf_counter()
+                rays_s = window_rays / max(now - window_start, 1e-9)
+                window_start, window_rays = now, 0
+                bar.update(
+                    task,
+                    completed=trainer.step,
+                    info=f"loss {stats['loss']:.4f}  psnr {stats['psnr']:.2f}  {rays_s:,.0f} rays/s  {stats['samples'] / stats['rays']:.0f} spr",
+                )
+                _append_metrics(
+                    metrics_path,
+                    {
+                        "step": trainer.step,
+                        "train/loss": stats["loss"],
+                        "train/psnr": stats["psnr"],
+                        "train/feature_loss": stats["feature_loss"],
+                        "train/rays": stats["rays"],
+                        "train/samples": stats["samples"],
+                    },
+                )
+            final = trainer.step == cfg.steps
+            if final or (cfg.eval_every and trainer.step % cfg.eval_every == 0):
+                ids = trainer.eval_ids if final else trainer.eval_ids[: cfg.eval_frames]
+                _append_metrics(metrics_path, {"step": trainer.step, **trainer.evaluate(ids)})
+            if final or trainer.step % cfg.checkpoint_every == 0:
+                last_good = trainer.save_checkpoint()

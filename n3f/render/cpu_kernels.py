@@ -1,0 +1,48 @@
+"""Fused CPU kernels, compiled once per machine with PyTorch's C++ extension loader.
+
+The hash grid's pure-PyTorch form builds (N, L, 8) index and weight tensors and spends its time
+in memory traffic; the fused kernel in ``csrc/hashgrid_cpu.cpp`` walks each sample's corners in
+registers (OpenMP over samples). The first use compiles it (about 40 s, needs a C++ compiler and
+ninja); later processes load the cached build in about a second. When compilation is impossible,
+callers fall back to the pure-PyTorch form and say so once.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+_LOCK = threading.Lock()
+_MODULE = None
+_FAILED: str | None = None
+
+
+def hashgrid_module():
+    """The compiled hash-grid module, or None when it cannot be built (reason in :func:`failure`)."""
+    global _MODULE, _FAILED
+    if _MODULE is not None or _FAILED is not None:
+        return _MODULE
+    with _LOCK:
+        if _MODULE is None and _FAILED is None:
+            try:
+                from torch.utils.cpp_extension import load
+
+                source = Path(__file__).with_name("csrc") / "hashgrid_cpu.cpp"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _MODULE = load(
+                        "n3f_hashgrid_cpu", [str(source)], extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False
+                    )
+            except Exception as exc:  # no compiler, no ninja, a build error
+                _FAILED = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
+                warnings.warn(
+                    f"n3f: the fused CPU hash-grid kernel could not be built ({_FAILED}); using the slower pure-PyTorch encoding",
+                    stacklevel=2,
+                )
+    return _MODULE
+
+
+def failure() -> str | None:
+    """Why the CPU kernel could not be built, or None."""
+    return _FAILED

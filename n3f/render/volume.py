@@ -1,0 +1,116 @@
+"""Volume rendering: weights from densities and compositing of any named channels.
+
+Two data layouts, as in nerfacc:
+
+- batched: ``(n_rays, n_samples)`` tensors;
+- packed: ``(n_all_samples,)`` tensors plus ``ray_indices`` (int64, non-decreasing: each ray's
+  samples are contiguous and ordered by t), as produced by the occupancy-grid marcher.
+
+Formulas: ``alpha_i = 1 - exp(-sigma_i * (t_end_i - t_start_i))``,
+``T_i = prod_{j<i} (1 - alpha_j) = exp(-sum_{j<i} sigma_j * delta_j)``, ``w_i = T_i * alpha_i``.
+The batched functions agree with nerfacc's to float precision (tested); the packed ones run on
+any device (nerfacc's packed forms need CUDA).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _exclusive_segment_cumsum(values: torch.Tensor, ray_indices: torch.Tensor) -> torch.Tensor:
+    """Per-ray exclusive cumulative sum of packed ``values`` (float64 inside for accuracy)."""
+    v = values.double()
+    inclusive = torch.cumsum(v, 0)
+    exclusive = inclusive - v
+    if len(v) == 0:
+        return values
+    starts = torch.ones_like(ray_indices, dtype=torch.bool)
+    starts[1:] = ray_indices[1:] != ray_indices[:-1]
+    first = torch.cummax(torch.where(starts, torch.arange(len(v), device=v.device), torch.zeros_like(ray_indices)), 0).values
+    return (exclusive - exclusive[first]).to(values.dtype)
+
+
+def render_weight_from_density(
+    t_starts: torch.Tensor,
+    t_ends: torch.Tensor,
+    sigmas: torch.Tensor,
+    ray_indices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rendering weights of samples along rays.
+
+    Args:
+        t_starts, t_ends: sample intervals, (n_rays, n_samples) batched or (n,) packed.
+        sigmas: densities (>= 0), same shape.
+        ray_indices: (n,) ray of each packed sample; None for the batched layout.
+
+    Returns:
+        weights, transmittance (before each sample), alphas; all the shape of ``sigmas``.
+        Differentiable with respect to ``sigmas``.
+    """
+    sigma_delta = sigmas * (t_ends - t_starts)
+    alphas = 1.0 - torch.exp(-sigma_delta)
+    if ray_indices is None:
+        trans = torch.exp(-(torch.cumsum(sigma_delta, dim=-1) - sigma_delta))
+    else:
+        trans = torch.exp(-_exclusive_segment_cumsum(sigma_delta, ray_indices))
+    return trans * alphas, trans, alphas
+
+
+def accumulate_along_rays(
+    weights: torch.Tensor, values: torch.Tensor | None = None, ray_indices: torch.Tensor | None = None, n_rays: int | None = None
+) -> torch.Tensor:
+    """Sum ``weights * values`` over each ray's samples.
+
+    Args:
+        weights: (n_rays, n_samples) or packed (n,).
+        values: (..., C) per-sample values, or None to accumulate the weights themselves.
+        ray_indices, n_rays: the packed layout (both required).
+
+    Returns:
+        (n_rays, C), or (n_rays, 1) when ``values`` is None.
+    """
+    src = weights[..., None] if values is None else weights[..., None] * values
+    if ray_indices is None:
+        return src.sum(dim=-2)
+    if n_rays is None:
+        raise ValueError("n_rays is required with ray_indices")
+    out = torch.zeros((n_rays, src.shape[-1]), dtype=src.dtype, device=src.device)
+    return out.index_add(0, ray_indices, src)
+
+
+def composite(
+    weights: torch.Tensor,
+    channels: dict[str, torch.Tensor],
+    t_mids: torch.Tensor,
+    ray_indices: torch.Tensor | None = None,
+    n_rays: int | None = None,
+    background: dict[str, torch.Tensor] | None = None,
+    detach_weights: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """Composite named per-sample channels along rays.
+
+    Args:
+        weights: rendering weights (batched or packed).
+        channels: name -> (..., C) per-sample values (rgb, feature, label, template coordinates...).
+        t_mids: sample distances along the rays (for expected depth).
+        ray_indices, n_rays: the packed layout.
+        background: optional name -> (C,) or (n_rays, C) value blended in with the leftover
+            transmittance ``1 - opacity``.
+        detach_weights: channels rendered with ``weights.detach()`` (their loss then reaches only
+            the channel's own head, not the geometry).
+
+    Returns:
+        Every channel as (n_rays, C), plus ``opacity`` (n_rays, 1) and ``depth`` (n_rays, 1): the
+        expected distance along the ray (normalised by opacity where it is > 0).
+    """
+    out = {}
+    opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
+    for name, values in channels.items():
+        w = weights.detach() if name in detach_weights else weights
+        out[name] = accumulate_along_rays(w, values, ray_indices, n_rays)
+        if background and name in background:
+            out[name] = out[name] + (1.0 - (opacity.detach() if name in detach_weights else opacity)) * background[name]
+    depth = accumulate_along_rays(weights, t_mids[..., None], ray_indices, n_rays)
+    out["opacity"] = opacity
+    out["depth"] = depth / opacity.clamp_min(1e-10)
+    return out

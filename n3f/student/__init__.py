@@ -1,0 +1,1 @@
+"""The N3F student: a hash-grid field rendering density, colour and distilled features."""

@@ -1,0 +1,121 @@
+"""The student field: hash grid -> geometry MLP -> density and a geometry code; a view-dependent
+colour head (spherical harmonics of the direction); a view-independent feature head.
+
+Points enter in the march space (see :mod:`n3f.render.spaces`) and are mapped to [0, 1]^3 by the
+field's box before the hash encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from n3f.render.encoding import CPU_CONFIG, HashEncoding, HashGridConfig
+from n3f.render.sh import spherical_harmonics
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp with its gradient clamped at exp(15) (instant-ngp's density activation)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=15))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) with a clamped gradient, for densities."""
+    return _TruncExp.apply(x)
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Student architecture.
+
+    Attributes:
+        grid: hash-grid hyper-parameters.
+        hidden: width of every MLP.
+        code_dim: size of the geometry code shared by the colour and feature heads.
+        sh_degree: spherical-harmonics degree of the direction encoding.
+        feature_dim: output channels of the feature head (the cached teacher features' size).
+        backend: hash-grid backend (``auto``, ``torch``, ``cpu``, ``tcnn``).
+    """
+
+    grid: HashGridConfig = CPU_CONFIG
+    hidden: int = 64
+    code_dim: int = 31
+    sh_degree: int = 4
+    feature_dim: int = 64
+    backend: str = "auto"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudentConfig:
+        d = dict(d)
+        d["grid"] = HashGridConfig(**d["grid"])
+        return cls(**d)
+
+
+def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    return nn.Sequential(*mods)
+
+
+class StudentField(nn.Module):
+    """Density, colour and features at points.
+
+    Args:
+        config: architecture.
+        aabb: (2, 3) box of the march space mapped onto the hash grid's [0, 1]^3.
+    """
+
+    def __init__(self, config: StudentConfig, aabb: torch.Tensor):
+        super().__init__()
+        self.config = config
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).clone())
+        self.encoding = HashEncoding(config.grid, backend=config.backend)
+        self.geometry_mlp = _mlp(config.grid.output_dim, config.hidden, 1 + config.code_dim, 1)
+        self.colour_head = _mlp(config.code_dim + config.sh_degree**2, config.hidden, 3, 2)
+        self.feature_head = _mlp(config.code_dim, config.hidden, config.feature_dim, 2)
+
+    def _geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0.0, 1.0)
+        h = self.geometry_mlp(self.encoding(u))
+        return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N,) densities (per unit of march-space distance)."""
+        return self._geometry(points)[0]
+
+    def forward(self, points: torch.Tensor, dirs: torch.Tensor, features: bool = True, colour: bool = True) -> dict[str, torch.Tensor]:
+        """Evaluate the field.
+
+        Args:
+            points: (N, 3) sample positions; dirs: (N, 3) unit viewing directions.
+            features, colour: which heads to run.
+
+        Returns:
+            ``sigma`` (N,), and ``rgb`` (N, 3) in [0, 1] and ``feature`` (N, feature_dim) if asked.
+        """
+        sigma, code = self._geometry(points)
+        out = {"sigma": sigma}
+        if colour:
+            out["rgb"] = torch.sigmoid(self.colour_head(torch.cat([code, spherical_harmonics(dirs, self.config.sh_degree)], -1)))
+        if features:
+            out["feature"] = self.feature_head(code)
+        return out

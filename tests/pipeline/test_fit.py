@@ -1,0 +1,97 @@
+"""A short fit on the demo scene: it learns, writes the run folder, resumes exactly, fails cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from n3f.errors import N3FError
+from n3f.pipeline import fit as fit_module
+from n3f.pipeline.fit import FitConfig, fit, latest_checkpoint
+
+
+def _config(**kw):
+    base = dict(
+        scene="demo/tabletop",
+        downscale=4,
+        steps=40,
+        target_samples=8192,
+        eval_every=20,
+        eval_frames=2,
+        checkpoint_every=20,
+        grid_resolution=48,
+        grid_warmup=16,
+        seed=3,
+    )
+    base.update(kw)
+    return FitConfig(**base)
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def short_run(demo_dir, tmp_path_factory):
+    return fit(_config(), output=tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+def test_fit_learns_and_writes_the_run_folder(short_run):
+    run = short_run
+    assert (run / "config.toml").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000020.pt", "step-0000040.pt"]
+    evals = [r for r in _metrics(run) if "eval/psnr" in r]
+    assert [r["step"] for r in evals] == [0, 20, 40]
+    assert evals[-1]["eval/psnr"] > evals[0]["eval/psnr"] + 3, evals
+    assert {"eval/ssim", "eval/feature_cosine"} <= set(evals[-1])
+    renders = sorted((run / "renders" / "step-0000040").glob("*.png"))
+    assert len(renders) == 12  # every held-out frame at the end
+    assert run.parts[-3:-1] == ("demo_tabletop", "effnet_lite0")
+    state = torch.load(run / "checkpoints" / "step-0000040.pt", weights_only=False)
+    assert state["step"] == 40 and "effnet_lite0" in state["teacher"]
+
+
+def test_resume_ends_with_exactly_the_metrics_of_an_uninterrupted_run(short_run, tmp_path, monkeypatch):
+    original = fit_module.Trainer.train_step
+
+    def crash_at_27(self):
+        if self.step == 27:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(fit_module.Trainer, "train_step", crash_at_27)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(), output=tmp_path, quiet=True)
+    monkeypatch.setattr(fit_module.Trainer, "train_step", original)
+    run = next(tmp_path.glob("*/*/*"))
+    assert latest_checkpoint(run).name == "step-0000020.pt"
+    fit(_config(), resume=run, quiet=True)
+    assert _metrics(run) == _metrics(short_run)
+    a = torch.load(run / "checkpoints" / "step-0000040.pt", weights_only=False)["model"]
+    b = torch.load(short_run / "checkpoints" / "step-0000040.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path, monkeypatch, demo_dir):
+    original = fit_module.Trainer.train_step
+
+    def nan_after_22(self):
+        if self.step == 22:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.fill_(float("nan"))
+        return original(self)
+
+    monkeypatch.setattr(fit_module.Trainer, "train_step", nan_after_22)
+    with pytest.raises(N3FError) as err:
+        fit(_config(), output=tmp_path, quiet=True)
+    assert "diverged at step 23" in str(err.value) and "step-0000020.pt" in str(err.value)
+    run = next(tmp_path.glob("*/*/*"))
+    torch.load(latest_checkpoint(run), weights_only=False)  # the last good checkpoint is intact
+
+
+def test_resume_needs_a_run_folder(tmp_path):
+    with pytest.raises(N3FError, match="not a run folder"):
+        fit(_config(), resume=tmp_path, quiet=True)
