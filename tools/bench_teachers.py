@@ -53,8 +53,8 @@ def bench_overhead(names: list[str], repeats: int, batch: int) -> list[dict]:
         network = teacher.model if hasattr(teacher, "model") else teacher.net
         x = teacher.prepare(images)
         with torch.inference_mode():
-            t_ours = _time(lambda: teacher(images), repeats)
-            t_timm = _time(lambda: network.forward_features(x), repeats)
+            t_ours = _time(lambda teacher=teacher: teacher(images), repeats)
+            t_timm = _time(lambda network=network, x=x: network.forward_features(x), repeats)
         rows.append(
             {
                 "metric": "overhead_vs_timm",
