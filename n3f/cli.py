@@ -354,6 +354,76 @@ def fit_command(
     )
 
 
+@app.command("render")
+def render_command(
+    run: Annotated[Path, typer.Option("--run", "-r", help="A run folder written by `n3f fit`.")],
+    frames: Annotated[str, typer.Option("--frames", help="Frames to render: indices or file names separated by commas, or test, train, all.")] = "test",
+    path: Annotated[str, typer.Option("--path", help="Render novel cameras instead: orbit (circle around what the cameras look at).")] = "",
+    n_frames: Annotated[int, typer.Option("--n-frames", help="Cameras on the --path.")] = 60,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: RUN/renders/render-<time>).")] = None,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Render RGB, depth and features (PCA as RGB) of a fitted run for dataset or novel cameras.
+
+    Each frame gives one PNG: RGB | depth | features; --path also writes an MP4.
+
+    Examples:
+      n3f render --run runs/demo_tabletop/effnet_lite0/20261122-101500
+      n3f render --run RUN --frames 0,5,0017.png
+      n3f render --run RUN --path orbit --n-frames 90
+    """
+    import time as _time
+
+    import cv2
+    import numpy as np
+
+    from n3f.errors import N3FError
+    from n3f.io import atomic_write_bytes, safe_name
+    from n3f.pipeline.fit import load_run, orbit_path
+    from n3f.pipeline.visualise import depth_to_rgb, features_to_rgb
+    from n3f.progress import make_progress
+
+    trainer = load_run(run, quiet=quiet)
+    scene = trainer.scene
+    if path:
+        if path != "orbit":
+            raise N3FError(f"unknown --path {path!r}; use orbit")
+        cams = orbit_path(scene, n_frames)
+    elif frames in ("test", "train", "all"):
+        ids = range(len(scene)) if frames == "all" else scene.split_indices(frames)
+        cams = [scene.frames[i] for i in ids]
+    else:
+        cams = [scene.frames[scene.frame_index(k.strip())] for k in frames.split(",") if k.strip()]
+    if not cams:
+        raise N3FError(f"no frames selected by --frames {frames!r}")
+    out_dir = output or Path(run) / "renders" / f"render-{_time.strftime('%Y%m%d-%H%M%S')}"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise N3FError(f"{out_dir} already holds files; n3f never overwrites results")
+    basis = None
+    panels = []
+    for cam in make_progress(quiet)(cams, "rendering", len(cams)):
+        r = trainer.render_frame(cam)
+        feats = r["feature"].numpy()
+        if basis is None:  # one colouring for every frame
+            x = feats.reshape(-1, feats.shape[-1])
+            basis = np.linalg.svd(x[:: max(1, len(x) // 4096)] - x.mean(0), full_matrices=False)[2][:3]
+        rgb = (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        panel = np.concatenate([rgb, depth_to_rgb(r["depth"].numpy()), features_to_rgb(feats, basis)], axis=1)
+        atomic_write_bytes(out_dir / f"{safe_name(cam.image_path.stem)}.png", cv2.imencode(".png", panel[:, :, ::-1])[1].tobytes())
+        panels.append(panel)
+    if path:
+        h, w = panels[0].shape[:2]
+        tmp = out_dir / ".orbit.mp4.partial"
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 24, (w, h))
+        for p in panels:
+            writer.write(p[:, :, ::-1])
+        writer.release()
+        if tmp.is_file() and tmp.stat().st_size > 0:
+            tmp.replace(out_dir / "orbit.mp4")
+    print(f"rendered {len(cams)} frames (RGB | depth | features) into {out_dir}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turning N3FError into exit code 2.
 

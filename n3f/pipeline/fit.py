@@ -173,7 +173,9 @@ class Trainer:
         student = StudentConfig(grid=config.grid_config(), feature_dim=cache.shape[-1], backend=config.backend)
         self.model = StudentField(student, box).to(self.device)
         self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
+        from n3f.student.optim import student_optimizers
+
+        self.optimizers = student_optimizers(self.model, config.lr)
         self.n_rays = 256.0
         self.step = 0
 
@@ -244,9 +246,11 @@ class Trainer:
             raise FloatingPointError(f"loss is {float(loss)}")
         if not torch.isfinite(self.model.encoding.table).all():
             raise FloatingPointError("the hash table holds NaN or infinite values")
-        self.optimizer.zero_grad(set_to_none=True)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        for opt in self.optimizers:
+            opt.step()
         n_samples = max(int(out["n_samples"]), 1)
         self.n_rays = 0.5 * self.n_rays + 0.5 * n_rays * cfg.target_samples / n_samples
         self.step += 1
@@ -351,7 +355,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "student_config": self.model.config.to_dict(),
             "grid": self.grid.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "n_rays": self.n_rays,
@@ -377,7 +381,8 @@ class Trainer:
             raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
         self.model.load_state_dict(state["model"])
         self.grid.load_state_dict(state["grid"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.n_rays = state["n_rays"]
@@ -475,8 +480,6 @@ def fit(
             trainer.load_checkpoint(ckpt)
             log(f"resumed {run_dir} from {ckpt.name}")
         _truncate_metrics(metrics_path, trainer.step)
-    if trainer.step == 0:
-        _append_metrics(metrics_path, {"step": 0, **trainer.evaluate(trainer.eval_ids[: config.eval_frames], write_renders=False)})
     _loop(trainer, metrics_path, quiet)
     return run_dir
 
@@ -531,3 +534,72 @@ def _loop(trainer: Trainer, metrics_path: Path, quiet: bool) -> None:
                 _append_metrics(metrics_path, {"step": trainer.step, **trainer.evaluate(ids)})
             if final or trainer.step % cfg.checkpoint_every == 0:
                 last_good = trainer.save_checkpoint()
+
+
+def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
+    """Rebuild a fitted run (scene, features, model at its last checkpoint) for rendering or queries.
+
+    Raises:
+        N3FError: not a run folder, or a run without checkpoints.
+    """
+    from n3f.pipeline.features import FeatureCache
+    from n3f.progress import make_progress
+    from n3f.scene.catalog import load_scene
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise N3FError(f"run {run_dir} has no checkpoint yet; let `n3f fit` write one (or resume it)")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    track = make_progress(quiet)
+    scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
+    trainer = Trainer(config, scene, FeatureCache.open(Path(state["feature_cache"])), run_dir, progress=track)
+    trainer.load_checkpoint(ckpt)
+    return trainer
+
+
+def orbit_path(scene, n_frames: int = 60) -> list:
+    """Novel cameras circling the scene: around the point the training cameras look at, at their
+    mean distance and height (a small circle around the mean camera for forward-facing scenes).
+
+    Returns:
+        Frames (copies of frame 0 with new ``c2w``).
+    """
+    centres = np.stack([f.camera_centre for f in scene.frames])
+    axes = np.stack([f.c2w[:3, 2] for f in scene.frames])
+    # point closest to every optical axis (least squares)
+    A = np.zeros((3, 3))
+    b = np.zeros(3)
+    for c, a in zip(centres, axes):
+        P = np.eye(3) - np.outer(a, a)
+        A += P
+        b += P @ c
+    target = np.linalg.lstsq(A, b, rcond=None)[0]
+    mean_down = np.mean([f.c2w[:3, 1] for f in scene.frames], axis=0)
+    up = -mean_down / np.linalg.norm(mean_down)
+    offsets = centres - target
+    height = float(np.mean(offsets @ up))
+    radial = offsets - np.outer(offsets @ up, up)
+    radius = float(np.mean(np.linalg.norm(radial, axis=1)))
+    e1 = radial[0] / np.linalg.norm(radial[0])
+    e2 = np.cross(up, e1)
+    if scene.contraction == "ndc":
+        radius, height = 0.15 * float(np.ptp(centres, axis=0).max() or 0.1), 0.0
+        target = centres.mean(0) + axes.mean(0) * 10.0
+        base = centres.mean(0)
+    frames = []
+    for k in range(n_frames):
+        angle = 2 * np.pi * k / n_frames
+        if scene.contraction == "ndc":
+            eye = base + radius * (np.cos(angle) * e1 + np.sin(angle) * e2)
+        else:
+            eye = target + up * height + radius * (np.cos(angle) * e1 + np.sin(angle) * e2)
+        forward = (target - eye) / np.linalg.norm(target - eye)
+        right = np.cross(forward, -up)
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        c2w = np.eye(4)
+        c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, eye
+        frames.append(dataclasses.replace(scene.frames[0], c2w=c2w, image_path=Path(f"orbit_{k:04d}.png"), split="test"))
+    return frames

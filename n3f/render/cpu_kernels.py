@@ -26,8 +26,12 @@ def hashgrid_module():
     with _LOCK:
         if _MODULE is None and _FAILED is None:
             try:
+                import logging
+
                 from torch.utils.cpp_extension import load
 
+                # torch logs a CUDA_HOME notice on every load; irrelevant for a CPU-only kernel
+                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 source = Path(__file__).with_name("csrc") / "hashgrid_cpu.cpp"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

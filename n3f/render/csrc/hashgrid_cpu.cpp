@@ -115,7 +115,37 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
   return grad;
 }
 
+// Adam over a hash table that skips entries whose gradient is exactly zero (instant-ngp does the
+// same: rows no sample touched keep their parameters and moments). One pass over memory.
+void sparse_adam_step(torch::Tensor param, torch::Tensor grad, torch::Tensor exp_avg, torch::Tensor exp_avg_sq,
+                      double lr, double beta1, double beta2, double eps, int64_t step) {
+  TORCH_CHECK(param.is_contiguous() && grad.is_contiguous() && exp_avg.is_contiguous() && exp_avg_sq.is_contiguous(),
+              "contiguous tensors expected");
+  const int64_t n = param.numel();
+  float* p = param.data_ptr<float>();
+  const float* g = grad.data_ptr<float>();
+  float* m = exp_avg.data_ptr<float>();
+  float* v = exp_avg_sq.data_ptr<float>();
+  const float b1 = (float)beta1, b2 = (float)beta2;
+  const float c1 = 1.f - (float)std::pow(beta1, (double)step);
+  const float c2 = 1.f - (float)std::pow(beta2, (double)step);
+  const float step_size = (float)lr / c1;
+  const float sqrt_c2 = std::sqrt(c2);
+  const float e = (float)eps;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    if (gi == 0.f) continue;
+    const float mi = b1 * m[i] + (1.f - b1) * gi;
+    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= step_size * mi / (std::sqrt(vi) / sqrt_c2 + e);
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("sparse_adam_step", &sparse_adam_step, "Adam step skipping zero gradients (CPU, float32)");
   m.def("forward", &hashgrid_forward, "hash grid forward (CPU)");
   m.def("backward", &hashgrid_backward, "hash grid backward into a dense table gradient (CPU)");
 }
