@@ -290,7 +290,7 @@ def fit_command(
     teacher_weights: Annotated[
         Path | None, typer.Option("--teacher-weights", help="Teacher weights file (DINO/DINOv2 .pth, timm .pth/.safetensors).")
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps.")] = 3000,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps (0: 1000 on CPU, 20000 on CUDA).")] = 0,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-2,
     feature_weight: Annotated[
         float, typer.Option("--feature-weight", help="Weight of the feature loss (teacher features scaled to unit RMS).")
@@ -333,7 +333,7 @@ def fit_command(
         teacher=teacher,
         teacher_options={"weights": str(teacher_weights)} if teacher_weights else {},
         pca=pca,
-        steps=steps,
+        steps=steps or (20000 if dev.startswith("cuda") else 1000),
         target_samples=samples,
         lr=lr,
         feature_weight=feature_weight,
@@ -357,7 +357,9 @@ def fit_command(
 @app.command("render")
 def render_command(
     run: Annotated[Path, typer.Option("--run", "-r", help="A run folder written by `n3f fit`.")],
-    frames: Annotated[str, typer.Option("--frames", help="Frames to render: indices or file names separated by commas, or test, train, all.")] = "test",
+    frames: Annotated[
+        str, typer.Option("--frames", help="Frames to render: indices or file names separated by commas, or test, train, all.")
+    ] = "test",
     path: Annotated[str, typer.Option("--path", help="Render novel cameras instead: orbit (circle around what the cameras look at).")] = "",
     n_frames: Annotated[int, typer.Option("--n-frames", help="Cameras on the --path.")] = 60,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: RUN/renders/render-<time>).")] = None,
@@ -414,7 +416,7 @@ def render_command(
         panels.append(panel)
     if path:
         h, w = panels[0].shape[:2]
-        tmp = out_dir / ".orbit.mp4.partial"
+        tmp = out_dir / ".orbit.partial.mp4"  # the writer picks the container from the suffix
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 24, (w, h))
         for p in panels:
             writer.write(p[:, :, ::-1])

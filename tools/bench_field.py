@@ -20,28 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchutil import median_time  # noqa: E402
 
 from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, eager_hash_encoding  # noqa: E402
 from n3f.student.field import StudentConfig, StudentField  # noqa: E402
 from n3f.student.optim import student_optimizers  # noqa: E402
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class EagerEncoding(torch.nn.Module):
@@ -79,7 +70,9 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
     def step(model, optimizers):
         def run():
             out = model(x, dirs)
-            loss = ((out["rgb"] - rgb_target) ** 2).mean() + 0.04 * ((out["feature"] - feat_target) ** 2).mean() + out["sigma"].mean() * 1e-3
+            loss = (
+                ((out["rgb"] - rgb_target) ** 2).mean() + 0.04 * ((out["feature"] - feat_target) ** 2).mean() + out["sigma"].mean() * 1e-3
+            )
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -92,7 +85,7 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
     ours_step = step(field, student_optimizers(field, 1e-2))
     eager_step = step(eager_field, [torch.optim.Adam(eager_field.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)])
     for part, ours, eager in (("encoding", encoding(field.encoding), encoding(eager_field.encoding)), ("step", ours_step, eager_step)):
-        t_ours, t_eager = _time(ours, repeats), _time(eager, repeats)
+        t_ours, t_eager = median_time(ours, repeats), median_time(eager, repeats)
         rows.append(
             {
                 "metric": "speedup_vs_eager",

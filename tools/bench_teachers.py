@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,16 +29,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from benchutil import median_time  # noqa: E402
 
 
 def bench_overhead(names: list[str], repeats: int, batch: int) -> list[dict]:
@@ -53,8 +45,8 @@ def bench_overhead(names: list[str], repeats: int, batch: int) -> list[dict]:
         network = teacher.model if hasattr(teacher, "model") else teacher.net
         x = teacher.prepare(images)
         with torch.inference_mode():
-            t_ours = _time(lambda teacher=teacher: teacher(images), repeats)
-            t_timm = _time(lambda network=network, x=x: network.forward_features(x), repeats)
+            t_ours = median_time(lambda teacher=teacher: teacher(images), repeats)
+            t_timm = median_time(lambda network=network, x=x: network.forward_features(x), repeats)
         rows.append(
             {
                 "metric": "overhead_vs_timm",

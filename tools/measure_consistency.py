@@ -30,7 +30,19 @@ def main() -> None:
     pairs = [(i, (i + args.gap) % len(trainer.scene)) for i in ids]
     result = view_consistency(trainer, pairs)
     for who in ("teacher", "student"):
-        print(json.dumps({"metric": "view_consistency_cosine", "who": who, "value": round(result[who], 4), "pixel_pairs": result["pairs"], "frame_gap": args.gap, "run": str(args.run), "teacher": trainer.cache.teacher}))
+        print(
+            json.dumps(
+                {
+                    "metric": "view_consistency_cosine",
+                    "who": who,
+                    "value": round(result[who], 4),
+                    "pixel_pairs": result["pairs"],
+                    "frame_gap": args.gap,
+                    "run": str(args.run),
+                    "teacher": trainer.cache.teacher,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ def surface_pairs(frame_a, frame_b, stride: int = 4, tolerance: float = 0.01) ->
         raise ValueError("surface pairs need ground-truth depth maps")
     jj, ii = np.mgrid[stride // 2 : frame_a.height : stride, stride // 2 : frame_a.width : stride]
     xy_a = np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1)
-    cam = np.concatenate([(xy_a - frame_a.K[:2, 2]) / np.diag(frame_a.K)[:2], np.ones((len(xy_a), 1))], 1) * depth_a[jj.ravel(), ii.ravel()][:, None]
+    cam = (
+        np.concatenate([(xy_a - frame_a.K[:2, 2]) / np.diag(frame_a.K)[:2], np.ones((len(xy_a), 1))], 1)
+        * depth_a[jj.ravel(), ii.ravel()][:, None]
+    )
     world = cam @ frame_a.c2w[:3, :3].T + frame_a.c2w[:3, 3]
     xy_b, z = frame_b.project(world)
     inside = (xy_b[:, 0] >= 0) & (xy_b[:, 0] < frame_b.width) & (xy_b[:, 1] >= 0) & (xy_b[:, 1] < frame_b.height) & (z > 0)
@@ -60,10 +63,17 @@ def view_consistency(trainer, pairs_of_frames: list[tuple[int, int]], stride: in
         sides = []
         for idx, frame, xy in ((a, fa, xy_a), (b, fb, xy_b)):
             xy_t = torch.tensor(xy, dtype=torch.float32)
-            teacher = sample_features(torch.from_numpy(np.asarray(feats[idx], dtype=np.float32))[None], torch.zeros(len(xy), dtype=torch.long), xy_t, trainer.data.geometry)
+            teacher = sample_features(
+                torch.from_numpy(np.asarray(feats[idx], dtype=np.float32))[None],
+                torch.zeros(len(xy), dtype=torch.long),
+                xy_t,
+                trainer.data.geometry,
+            )
             o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy_t)
             with torch.no_grad():
-                student = render_rays(trainer.field_fn(True), o, d, trainer.space, trainer.grid, trainer.step_size, density_fn=trainer.model.density)["feature"]
+                student = render_rays(
+                    trainer.field_fn(True), o, d, trainer.space, trainer.grid, trainer.step_size, density_fn=trainer.model.density
+                )["feature"]
             sides.append((teacher, student))
         (ta, sa), (tb, sb) = sides
         teacher_cos.append(torch.nn.functional.cosine_similarity(ta, tb, dim=-1))

@@ -58,6 +58,9 @@ class FitConfig:
         grid_alpha_threshold: a cell is empty when its density makes a sample's opacity (alpha
             over one marching step) smaller than this.
         grid_update_fraction: share of cells refreshed per update (after the first four).
+        grid_relative: nerfacc's rule (empty below min(threshold, mean density)); False: below
+            the threshold alone.
+        density_bias: the student's density pre-activation bias (see StudentConfig).
         grid_warmup: steps before the first refresh (every cell counts as occupied until then, so
             surfaces can form before empty space is carved).
         march_steps: samples across the box diagonal (sets the marching step).
@@ -87,6 +90,8 @@ class FitConfig:
     grid_alpha_threshold: float = 1e-2
     grid_warmup: int = 64
     grid_update_fraction: float = 0.125
+    grid_relative: bool = True
+    density_bias: float = -1.0
     march_steps: int = 512
     eval_every: int = 1000
     eval_frames: int = 3
@@ -170,7 +175,9 @@ class Trainer:
             self.space = BoxSpace(torch.tensor(scene.aabb, dtype=torch.float32))
         box = self.space.aabb
         self.step_size = float((box[1] - box[0]).norm()) / config.march_steps
-        student = StudentConfig(grid=config.grid_config(), feature_dim=cache.shape[-1], backend=config.backend)
+        student = StudentConfig(
+            grid=config.grid_config(), feature_dim=cache.shape[-1], backend=config.backend, density_bias=config.density_bias
+        )
         self.model = StudentField(student, box).to(self.device)
         self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)
         from n3f.student.optim import student_optimizers
@@ -596,7 +603,7 @@ def orbit_path(scene, n_frames: int = 60) -> list:
         else:
             eye = target + up * height + radius * (np.cos(angle) * e1 + np.sin(angle) * e2)
         forward = (target - eye) / np.linalg.norm(target - eye)
-        right = np.cross(forward, -up)
+        right = np.cross(forward, up)
         right /= np.linalg.norm(right)
         down = np.cross(forward, right)
         c2w = np.eye(4)

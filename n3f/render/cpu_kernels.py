@@ -28,10 +28,10 @@ def hashgrid_module():
             try:
                 import logging
 
+                # torch logs a CUDA_HOME notice when this module is imported; irrelevant on the CPU
+                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 from torch.utils.cpp_extension import load
 
-                # torch logs a CUDA_HOME notice on every load; irrelevant for a CPU-only kernel
-                logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 source = Path(__file__).with_name("csrc") / "hashgrid_cpu.cpp"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

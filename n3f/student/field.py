@@ -46,6 +46,8 @@ class StudentConfig:
         sh_degree: spherical-harmonics degree of the direction encoding.
         feature_dim: output channels of the feature head (the cached teacher features' size).
         backend: hash-grid backend (``auto``, ``torch``, ``cpu``, ``tcnn``).
+        density_bias: added to the density pre-activation (``sigma = exp(h + bias)``); instant-ngp
+            uses -1. Lower values start the field nearly transparent.
     """
 
     grid: HashGridConfig = CPU_CONFIG
@@ -54,6 +56,7 @@ class StudentConfig:
     sh_degree: int = 4
     feature_dim: int = 64
     backend: str = "auto"
+    density_bias: float = -1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,7 +99,7 @@ class StudentField(nn.Module):
     def _geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0.0, 1.0)
         h = self.geometry_mlp(self.encoding(u))
-        return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
+        return trunc_exp(h[:, 0] + self.config.density_bias), h[:, 1:]
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) densities (per unit of march-space distance)."""
