@@ -9,6 +9,9 @@ callers fall back to the pure-PyTorch form and say so once.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -26,12 +29,14 @@ def hashgrid_module():
     with _LOCK:
         if _MODULE is None and _FAILED is None:
             try:
-                import logging
-
                 # torch logs a CUDA_HOME notice when this module is imported; irrelevant on the CPU
                 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
                 from torch.utils.cpp_extension import load
 
+                # the ninja that pip installs lives beside this interpreter, which may not be on PATH
+                bindir = str(Path(sys.executable).parent)
+                if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+                    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
                 source = Path(__file__).with_name("csrc") / "hashgrid_cpu.cpp"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
