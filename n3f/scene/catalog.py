@@ -67,8 +67,12 @@ class Recipe:
     def candidates(self, seed: int | None = None) -> list[Path]:
         """Folders where the data may be, in the order they are tried."""
         path = self.path
-        if self.generator and seed not in (None, self.options.get("seed", 0)):
-            path = f"{path}-seed{seed}"
+        if self.generator:
+            from n3f.scene.synthetic import GENERATOR_VERSION
+
+            if seed not in (None, self.options.get("seed", 0)):
+                path = f"{path}-seed{seed}"
+            path = f"{path}-v{GENERATOR_VERSION}"
         return [data_root() / path] + [(REPO_ROOT / f).resolve() for f in self.fallback]
 
     def locate(self, seed: int | None = None) -> Path | None:

@@ -21,6 +21,9 @@ import numpy as np
 
 from n3f.scene.raycast import Primitive, cast, yaw_matrix
 
+# Bump when the rendered scene changes: cached renders live in version-named folders, so a data
+# root never serves a stale scene to newer code.
+GENERATOR_VERSION = 2
 TABLE_TOP = 0.75
 ROOM = ([-2.4, -2.2, 0.0], [2.4, 2.2, 2.6])  # walls, floor and ceiling (metres)
 
@@ -523,6 +526,6 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
         ]
         content = np.array(ROOM)  # the room encloses everything: a bounded scene
         scene = Scene(frames=frames, name="demo/tabletop", format="n3f", objects=objects)
-        generator = {"name": "tabletop", **dataclasses.asdict(config), "exclude": list(config.exclude)}
+        generator = {"name": "tabletop", "version": GENERATOR_VERSION, **dataclasses.asdict(config), "exclude": list(config.exclude)}
         write_scene_json(tmp, scene, content_box=content, extra={"generator": generator})
     return Path(out_dir)

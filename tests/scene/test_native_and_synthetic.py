@@ -87,3 +87,13 @@ def test_images_load_at_frame_size(demo_scene):
     image = load_frame_image(demo_scene.frames[0])
     assert image.shape == (192, 256, 3) and image.dtype == np.float32
     assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.05
+
+
+def test_procedural_renders_live_in_version_named_folders(demo_dir):
+    """A data root rendered by an older generator is never served to newer code."""
+    import json
+
+    from n3f.scene.synthetic import GENERATOR_VERSION
+
+    assert demo_dir.name == f"tabletop-v{GENERATOR_VERSION}"
+    assert json.loads((demo_dir / "scene.json").read_text())["generator"]["version"] == GENERATOR_VERSION
