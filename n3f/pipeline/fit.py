@@ -130,7 +130,8 @@ def sample_features(features: torch.Tensor, frame: torch.Tensor, xy: torch.Tenso
     _, h, w, _ = features.shape
     u = ((xy[:, 0] - geometry["offset_x"]) / geometry["step_x"]).clamp(0, w - 1)
     v = ((xy[:, 1] - geometry["offset_y"]) / geometry["step_y"]).clamp(0, h - 1)
-    u0, v0 = u.floor().long().clamp(max=w - 2) if w > 1 else u.long() * 0, v.floor().long().clamp(max=h - 2) if h > 1 else v.long() * 0
+    u0 = u.floor().long().clamp(0, max(w - 2, 0))
+    v0 = v.floor().long().clamp(0, max(h - 2, 0))
     fu, fv = (u - u0)[:, None], (v - v0)[:, None]
     u1, v1 = (u0 + 1).clamp(max=w - 1), (v0 + 1).clamp(max=h - 1)
     f = features

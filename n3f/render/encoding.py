@@ -241,15 +241,22 @@ class HashEncoding(torch.nn.Module):
         return _HashGridFunction.apply(x, self.table, tables)
 
     def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:
+        # tiny-cuda-nn's own autograd function, fed with *our* table so gradients land on
+        # self.table (the layout is the same; see the module docstring). Mirrors
+        # tinycudann.Module.forward, including its batch padding. Not exercised on CPU-only machines.
         import tinycudann as tcnn
+        from tinycudann.modules import _C, _module_function
 
         if self._tcnn is None:
             self._tcnn = tcnn.Encoding(3, self.config.tcnn_config(), dtype=torch.float32)
-        # share our parameter vector with the tcnn module (same layout)
-        self._tcnn.params = (
-            torch.nn.Parameter(self.table.view(-1)) if self._tcnn.params.data_ptr() != self.table.data_ptr() else self._tcnn.params
+        n = x.shape[0]
+        granularity = int(_C.batch_size_granularity())
+        padded = (n + granularity - 1) // granularity * granularity
+        x_padded = x if n == padded else torch.nn.functional.pad(x, [0, 0, 0, padded - n])
+        out = _module_function.apply(
+            self._tcnn.native_tcnn_module, x_padded.float().contiguous(), self.table.reshape(-1).contiguous(), self._tcnn.loss_scale
         )
-        return self._tcnn(x).float()
+        return out[:n, : self.output_dim].float()
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())

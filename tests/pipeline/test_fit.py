@@ -108,6 +108,7 @@ def test_render_command_and_view_consistency(short_run, tmp_path):
     def run(*args):
         cmd = [sys.executable, "-m", "n3f", "render", "--run", str(short_run), *args, "--quiet"]
         return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+
     out = run("--frames", "0,0001.png", "--output", str(tmp_path / "frames"))
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["0000.png", "0001.png"]
