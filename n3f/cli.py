@@ -151,7 +151,23 @@ def _print_summary(scene, sheet: Path | None) -> None:
         table.add_row("objects", ", ".join(f"{o['id']}:{o['name']}" for o in scene.objects))
     if sheet:
         table.add_row("contact sheet", str(sheet))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    _print_frame_list(console, scene)
+
+
+def _print_frame_list(console, scene, limit: int = 200) -> None:
+    """Frames as `index file split`, several per line; the index is what --frame takes later."""
+    n = len(scene.frames)
+    shown = list(range(n)) if n <= limit else list(range(limit // 2)) + list(range(n - limit // 2, n))
+    entries = [f"{i:>4} {scene.frames[i].name} {scene.frames[i].split[:2]}" for i in shown]
+    width = max(len(e) for e in entries) + 2
+    per_line = max(1, (console.width or 80) // width)
+    console.print(
+        f"frames (index, file, split; tr = train, va = val, te = test){'' if n <= limit else f', first and last {limit // 2} of {n} (all with --json)'}:"
+    )
+    for start in range(0, len(entries), per_line):
+        console.print("".join(e.ljust(width) for e in entries[start : start + per_line]), highlight=False)
 
 
 @app.command("inspect")

@@ -61,6 +61,7 @@ def test_inspect_writes_contact_sheet(demo_dir, tmp_path):
     with Image.open(sheet) as im:
         assert im.width > 1000 and im.height > 400
     assert "96: 84 train, 0 val, 12 test" in out.stdout
+    assert "0 0000.png te" in out.stdout and "95 0095.png tr" in out.stdout  # the frame list, by index
 
 
 @pytest.mark.parametrize(
