@@ -399,7 +399,7 @@ def render_command(
     from n3f.errors import N3FError
     from n3f.io import atomic_write_bytes, safe_name
     from n3f.pipeline.fit import load_run, orbit_path
-    from n3f.pipeline.visualise import depth_to_rgb, features_to_rgb
+    from n3f.pipeline.visualise import depth_to_rgb, features_to_rgb, pca_basis
     from n3f.progress import make_progress
 
     trainer = load_run(run, quiet=quiet)
@@ -424,8 +424,7 @@ def render_command(
         r = trainer.render_frame(cam)
         feats = r["feature"].numpy()
         if basis is None:  # one colouring for every frame
-            x = feats.reshape(-1, feats.shape[-1])
-            basis = np.linalg.svd(x[:: max(1, len(x) // 4096)] - x.mean(0), full_matrices=False)[2][:3]
+            basis = pca_basis(feats)
         rgb = (r["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
         panel = np.concatenate([rgb, depth_to_rgb(r["depth"].numpy()), features_to_rgb(feats, basis)], axis=1)
         atomic_write_bytes(out_dir / f"{safe_name(cam.image_path.stem)}.png", cv2.imencode(".png", panel[:, :, ::-1])[1].tobytes())

@@ -152,15 +152,13 @@ def batch_rays(data: TrainData, frame: torch.Tensor, xy: torch.Tensor) -> tuple[
 class Trainer:
     """One fit: model, occupancy grid, optimiser and the loop (see the module docstring)."""
 
-    def __init__(
-        self, config: FitConfig, scene, cache, run_dir: Path, progress: Callable | None = None, log: Callable[[str], None] = print
-    ):
+    def __init__(self, config: FitConfig, scene, cache, run_dir: Path, progress: Callable | None = None):
         from n3f.render.sampling import OccupancyGrid
         from n3f.render.spaces import BoxSpace, NDCSpace
         from n3f.student.field import StudentField
 
         self.config, self.scene, self.cache, self.run_dir = config, scene, cache, Path(run_dir)
-        self.progress, self.log = progress, log
+        self.progress = progress
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -464,7 +462,7 @@ def fit(
     Raises:
         N3FError: bad input, or a NaN/diverging loss (the last good checkpoint is kept and named).
     """
-    from n3f.pipeline.features import FeatureCache, compute_features
+    from n3f.pipeline.features import compute_features
     from n3f.progress import make_progress
     from n3f.scene.catalog import load_scene
 
@@ -480,7 +478,7 @@ def fit(
         run_dir = new_run_dir(output, scene.name, cache.meta["teacher"])
         run_dir.mkdir(parents=True)
         write_config(run_dir, config, {"teacher": cache.teacher, "feature_cache": str(cache.folder), "scene_source": str(scene.source)})
-    trainer = Trainer(config, scene, FeatureCache.open(cache.folder), run_dir, progress=track, log=log)
+    trainer = Trainer(config, scene, cache, run_dir, progress=track)
     metrics_path = run_dir / "metrics.jsonl"
     if resume is not None:
         ckpt = latest_checkpoint(run_dir)

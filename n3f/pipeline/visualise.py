@@ -22,6 +22,13 @@ def depth_to_rgb(depth: np.ndarray, lo: float | None = None, hi: float | None = 
     return bgr[:, :, ::-1].copy()
 
 
+def pca_basis(features: np.ndarray) -> np.ndarray:
+    """(3, D) top three principal directions of (..., D) features (fitted on at most ~4k of them)."""
+    x = np.asarray(features, dtype=np.float32).reshape(-1, np.shape(features)[-1])
+    x = x[:: max(1, len(x) // 4096)]
+    return np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:3]
+
+
 def features_to_rgb(features: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
     """(H, W, D) features -> (H, W, 3) uint8: the first three principal components as RGB.
 
@@ -34,8 +41,7 @@ def features_to_rgb(features: np.ndarray, basis: np.ndarray | None = None) -> np
     x = f.reshape(-1, D)
     x = x - x.mean(0)
     if basis is None:
-        _, _, vt = np.linalg.svd(x[:: max(1, len(x) // 4096)], full_matrices=False)
-        basis = vt[:3]
+        basis = pca_basis(f)
     p = x @ basis.T
     lo, hi = np.percentile(p, 1, axis=0), np.percentile(p, 99, axis=0)
     rgb = np.clip((p - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
