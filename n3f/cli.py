@@ -441,6 +441,178 @@ def render_command(
     print(f"rendered {len(cams)} frames (RGB | depth | features) into {out_dir}")
 
 
+RunOpt = Annotated[Path, typer.Option("--run", "-r", help="A run folder written by `n3f fit`.")]
+FrameOpt = Annotated[str, typer.Option("--frame", "-f", help="Query frame: its index (as `n3f inspect` lists them) or its file name.")]
+BoxOpt = Annotated[str, typer.Option("--box", help="Query patch x0,y0,x1,y1 in pixels (x1, y1 exclusive).")]
+PointOpt = Annotated[str, typer.Option("--point", help="Query point x,y in pixels; the patch is --size pixels around it.")]
+SizeOpt = Annotated[int, typer.Option("--size", help="Side of the patch around --point, in pixels.")]
+StrideOpt = Annotated[int, typer.Option("--map-stride", help="Student maps are rendered at 1/stride resolution (cached in RUN/maps).")]
+
+
+def _patch(scene, frame: str, box: str, point: str, size: int):
+    from n3f.pipeline.query import Patch, parse_box, parse_point, point_box
+
+    if bool(box) == bool(point):
+        raise N3FError("give exactly one of --box x0,y0,x1,y1 or --point x,y")
+    i = scene.frame_index(frame)
+    f = scene.frames[i]
+    if box:
+        return Patch(i, parse_box(box, f.width, f.height))
+    x, y = parse_point(point)
+    return Patch(i, point_box(x, y, size, f.width, f.height))
+
+
+@app.command("query")
+def query_command(
+    run: RunOpt,
+    frame: FrameOpt,
+    box: BoxOpt = "",
+    point: PointOpt = "",
+    size: SizeOpt = 32,
+    source: Annotated[str, typer.Option("--source", help="Features to query with: student (the fitted field) or teacher.")] = "student",
+    frames: Annotated[str, typer.Option("--frames", help="Frames searched: all, train or test.")] = "all",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Results folder (default: RUN/queries/<time>-f<frame>-<source>).")
+    ] = None,
+    save_similarity: Annotated[
+        bool, typer.Option("--save-similarity", help="Also write similarity.npz (float16 per frame, keyed by file name).")
+    ] = False,
+    best: Annotated[int, typer.Option("--best", help="Frames on the contact sheet.")] = 12,
+    map_stride: StrideOpt = 4,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Click-to-query: find what a patch of one frame shows in every frame and in 3D.
+
+    The query is the mean feature over the patch; every pixel of every searched frame gets its
+    cosine similarity. Writes heatmaps/ (one overlay per frame), contact_sheet.png (the best frames),
+    ranking.json (frames by score = 99th percentile of similarity) and points.ply (the scene's point
+    cloud with a `similarity` attribute; student source only).
+
+    Examples:
+      n3f query --run RUN --frame 0 --point 120,96
+      n3f query --run RUN --frame 0017.png --box 100,80,140,120 --source teacher
+    """
+    import time as _time
+
+    from n3f.pipeline.fit import load_run
+    from n3f.pipeline.maps import student_maps
+    from n3f.pipeline.pointcloud import scene_points
+    from n3f.pipeline.query import SOURCES, QueryEngine, select_frames
+    from n3f.pipeline.query_report import run_query
+    from n3f.progress import make_progress
+
+    if source not in SOURCES:
+        raise N3FError(f"unknown --source {source!r}; use student or teacher")
+    trainer = load_run(run, quiet=quiet)
+    patch = _patch(trainer.scene, frame, box, point, size)
+    ids = select_frames(trainer.scene, frames)
+    track = make_progress(quiet)
+    maps = student_maps(trainer, map_stride, progress=track)
+    out = output or Path(run) / "queries" / f"{_time.strftime('%Y%m%d-%H%M%S')}-f{patch.frame}-{source}"
+    points = None
+    if source == "student":
+        try:
+            points = scene_points(trainer.scene, maps)
+        except N3FError as exc:  # the 2D results are still worth having
+            print(f"n3f: warning: no points.ply: {exc}", file=sys.stderr)
+    doc = run_query(QueryEngine(trainer, maps), patch, source, ids, out, save_similarity, best, points, progress=track)
+    top = ", ".join(f"#{r['frame']} ({r['score']:.2f})" for r in doc["ranking"][:5])
+    print(
+        f"best frames: {top}\nresults in {out} (contact_sheet.png, heatmaps/, ranking.json{', points.ply' if points is not None else ''})"
+    )
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: RunOpt,
+    refs: Annotated[int, typer.Option("--refs", help="Reference frames per object.")] = 3,
+    patch: Annotated[int, typer.Option("--patch", help="Side of each reference query patch, in pixels.")] = 8,
+    map_stride: StrideOpt = 4,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Score a run on a scene with object masks: retrieval mAP (teacher beside student), held-out
+    PSNR and 3D segmentation IoU. Writes RUN/metrics.json and RUN/evaluation.md.
+
+    Example:
+      n3f evaluate --run runs/demo_tabletop/effnet_lite0/20261122-101500
+    """
+    from n3f.pipeline.evaluate import evaluate_run, markdown_table, write_evaluation
+    from n3f.pipeline.fit import load_run
+    from n3f.pipeline.maps import student_maps
+    from n3f.progress import make_progress
+
+    trainer = load_run(run, quiet=quiet)
+    track = make_progress(quiet)
+    maps = student_maps(trainer, map_stride, progress=track)
+    result = evaluate_run(trainer, maps, refs, patch, progress=track)
+    path = write_evaluation(run, result)
+    print(markdown_table(result))
+    print(f"written {path}")
+
+
+@app.command("export")
+def export_command(
+    run: RunOpt,
+    out: Annotated[Path, typer.Option("--out", help="PLY file to write (with --clusters: a folder of PLYs).")],
+    frame: Annotated[str, typer.Option("--frame", "-f", help="Query frame (index or file name); omit to export the whole scene.")] = "",
+    box: BoxOpt = "",
+    point: PointOpt = "",
+    size: SizeOpt = 32,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Similarity threshold of the segment (default: Otsu's).")] = None,
+    clusters: Annotated[int, typer.Option("--clusters", help="Export every object found by k-means on the features as its own PLY.")] = 0,
+    voxel: Annotated[float, typer.Option("--voxel", help="Voxel size in normalised scene units (the scene box spans about 2).")] = 0.01,
+    map_stride: StrideOpt = 4,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Export the scene's point cloud, a queried object's segment, or one PLY per feature cluster.
+
+    Points: rendered depth of the training views where the field is opaque, kept where other views
+    agree, voxel-downsampled (Open3D). Attributes: colour, feature_0..2 (feature PCA), similarity.
+    Coordinates are the scene's original ones (those of its COLMAP/dataset poses).
+
+    Examples:
+      n3f export --run RUN --out scene.ply
+      n3f export --run RUN --frame 0 --point 120,96 --out mug.ply
+      n3f export --run RUN --clusters 8 --out clusters/
+    """
+    from n3f.pipeline.fit import load_run
+    from n3f.pipeline.maps import student_maps
+    from n3f.pipeline.pointcloud import feature_clusters, scene_points, segment, write_ply
+    from n3f.pipeline.query import QueryEngine
+    from n3f.pipeline.query_report import _pca3, point_similarity
+
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        raise N3FError(f"{out} already exists; n3f never overwrites results")
+    trainer = load_run(run, quiet=quiet)
+    from n3f.progress import make_progress
+
+    maps = student_maps(trainer, map_stride, progress=make_progress(quiet))
+    points = scene_points(trainer.scene, maps, voxel=voxel)
+    basis = _pca3(points.features)
+    if clusters:
+        labels = feature_clusters(points, clusters, seed)
+        for k in range(clusters):
+            write_ply(out / f"cluster-{k:02d}.ply", trainer.scene, points.subset(labels == k), pca_basis=basis)
+        print(f"wrote {clusters} clusters ({len(points)} points) into {out}")
+        return
+    if not frame:
+        if box or point:
+            raise N3FError("--box/--point need --frame")
+        write_ply(out, trainer.scene, points, pca_basis=basis)
+        print(f"wrote {len(points)} points to {out}")
+        return
+    patch = _patch(trainer.scene, frame, box, point, size)
+    sim = point_similarity(points, QueryEngine(trainer, maps).vector(patch, "student"))
+    chosen, thr = segment(points, sim, threshold)
+    if not chosen.any():
+        raise N3FError(f"no point has similarity above {thr:.3f}; lower --threshold")
+    write_ply(out, trainer.scene, points.subset(chosen), {"similarity": sim[chosen]}, pca_basis=basis)
+    print(f"wrote {int(chosen.sum())} of {len(points)} points (similarity > {thr:.3f}, largest cluster) to {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turning N3FError into exit code 2.
 

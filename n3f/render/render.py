@@ -26,6 +26,7 @@ def render_rays(
     background: dict[str, torch.Tensor] | None = None,
     density_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     min_transmittance: float = 1e-4,
+    return_samples: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Render world rays.
 
@@ -44,7 +45,8 @@ def render_rays(
 
     Returns:
         Composited channels (n_rays, C), ``opacity`` and ``depth`` (world distance along the ray),
-        and ``n_samples`` (a 0-d tensor).
+        and ``n_samples`` (a 0-d tensor). With ``return_samples``, also the packed samples under
+        ``samples``: a dict of ``weights``, ``t_starts``, ``t_ends`` and ``ray_indices`` (n,).
     """
     o, d, t_max = space.to_space(origins, dirs)
     ray_indices, t_starts, t_ends = march(o, d, grid, space.aabb.to(o), step, far=float(t_max.max()) if len(t_max) else 1e10, jitter=jitter)
@@ -66,4 +68,6 @@ def render_rays(
     out = composite(weights, values, t_mids, ray_indices, n_rays, background=background, detach_weights=detach_weights)
     out["depth"] = space.world_depth(origins, dirs, out["depth"][:, 0])[:, None]
     out["n_samples"] = torch.tensor(len(ray_indices))
+    if return_samples:
+        out["samples"] = {"weights": weights, "t_starts": t_starts, "t_ends": t_ends, "ray_indices": ray_indices}
     return out

@@ -58,6 +58,7 @@ class OccupancyGrid(torch.nn.Module):
         fraction: float = 1.0,
         chunk: int = 1 << 16,
         relative: bool = True,
+        refresh_occupied: bool = False,
     ) -> None:
         """Refresh the grid from the field.
 
@@ -69,6 +70,8 @@ class OccupancyGrid(torch.nn.Module):
             density_fn: (N, 3) points -> (N,) densities.
             generator: random source (for reproducible runs).
             fraction: share of cells refreshed (all of them for the first updates).
+            refresh_occupied: also refresh every occupied cell (nerfacc refreshes a share of the
+                occupied cells; refreshing them all carves empty space in few updates).
         """
         R = self.resolution
         total = R**3
@@ -76,7 +79,10 @@ class OccupancyGrid(torch.nn.Module):
         if fraction >= 1.0 or self.updates < 4:
             cells = torch.arange(total, device=device)
         else:
-            cells = torch.randperm(total, generator=generator, device=device)[: int(total * fraction)]
+            pick = torch.rand(total, generator=generator, device=device) < fraction
+            if refresh_occupied:
+                pick |= self.occupied.reshape(-1)
+            cells = torch.nonzero(pick).squeeze(1)
         ijk = torch.stack([cells // (R * R), (cells // R) % R, cells % R], -1).float()
         jitter = torch.rand(ijk.shape, generator=generator, device=device)
         points = self.aabb[0] + (ijk + jitter) / R * (self.aabb[1] - self.aabb[0])

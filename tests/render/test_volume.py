@@ -63,3 +63,21 @@ def test_composite_channels_depth_and_detach():
     torch.testing.assert_close(out["feature"], torch.tensor([[2.0]]))
     assert not out["feature"].requires_grad  # detached: the feature loss cannot move geometry
     assert out["rgb"].requires_grad
+
+
+def test_distortion_loss_equals_the_double_sum():
+    from n3f.render.volume import distortion_loss
+
+    g = torch.Generator().manual_seed(0)
+    counts = [5, 1, 0, 9]
+    ray_indices = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+    edges = [torch.sort(torch.rand(c + 1, generator=g, dtype=torch.float64) * 3).values for c in counts]  # samples in t order
+    starts, ends = torch.cat([e[:-1] for e in edges]), torch.cat([e[1:] for e in edges])
+    w = torch.rand(len(starts), generator=g, dtype=torch.float64)
+    got = distortion_loss(w, starts, ends, ray_indices, len(counts))
+    mids = (starts + ends) / 2
+    for r in range(len(counts)):
+        m = ray_indices == r
+        wr, mr = w[m], mids[m]
+        brute = (wr[:, None] * wr[None] * (mr[:, None] - mr[None]).abs()).sum() + (wr**2 * (ends[m] - starts[m])).sum() / 3
+        assert torch.allclose(got[r], brute, atol=1e-12)

@@ -1,0 +1,179 @@
+"""Honest evaluation of a fitted run on a scene with object masks (N3F's protocol).
+
+2D object retrieval: for every object and each of several reference (training) frames, query
+with a patch at the object's centre (the mask pixel farthest from its border), rank every pixel
+of every held-out frame by similarity, and take the average precision against that object's mask;
+mAP is the mean over references and objects. Teacher and student run the same protocol.
+
+3D segmentation: the scene's point cloud from the field, segmented with the student's query from
+the first reference (Otsu threshold + largest DBSCAN cluster), scored by IoU against the points
+that lie inside the object's exact 3D box (scenes that record boxes, like the demo).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from n3f.errors import N3FError
+
+
+def object_ids(scene) -> list[int]:
+    """Ids of the scene's annotated objects (from its records, else from the masks)."""
+    return [int(o["id"]) for o in scene.objects if "id" in o]
+
+
+def reference_patches(scene, object_id: int, n_refs: int = 3, size: int = 8) -> list:
+    """Query patches for an object: ``n_refs`` training frames spread over those where it is most
+    visible, each with a ``size``-pixel box at the mask pixel farthest from the mask's border."""
+    import cv2
+
+    from n3f.pipeline.query import Patch, point_box
+    from n3f.scene.images import load_frame_mask
+
+    seen = []
+    for i in scene.split_indices("train"):
+        mask = load_frame_mask(scene.frames[i])
+        if mask is None:
+            continue
+        m = (mask == object_id).astype(np.uint8)
+        if m.sum() == 0:
+            continue
+        dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        seen.append((i, float(dist[y, x]), x, y))
+    if not seen:
+        return []
+    best = max(s[1] for s in seen)
+    good = [s for s in seen if s[1] >= 0.5 * best]
+    picks = [good[int(k)] for k in np.linspace(0, len(good) - 1, min(n_refs, len(good))).round()]
+    patches = []
+    for i, radius, x, y in picks:
+        side = int(max(1, min(size, 2 * radius - 1)))  # stay inside the mask
+        f = scene.frames[i]
+        patches.append(Patch(i, point_box(x + 0.5, y + 0.5, side, f.width, f.height)))
+    return patches
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision of ``scores`` ranking ``labels`` (bool), as scikit-learn defines it."""
+    from sklearn.metrics import average_precision_score
+
+    if not labels.any():
+        return float("nan")
+    return float(average_precision_score(labels.reshape(-1), scores.reshape(-1)))
+
+
+def box_points(points, scene, box_world: np.ndarray, lift: float = 0.02, up_axis: int = 2) -> np.ndarray:
+    """(N,) bool: points inside an object's world box (2, 3), its floor raised by ``lift`` of its
+    height so the surface the object stands on is not counted (``up_axis``: the demo is z-up)."""
+    world = scene.to_original(points.positions.astype(np.float64))
+    lo, hi = np.array(box_world[0], float), np.array(box_world[1], float)
+    lo[up_axis] += lift * (hi[up_axis] - lo[up_axis])
+    return np.all((world >= lo) & (world <= hi), axis=1)
+
+
+def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) -> dict:
+    """Retrieval mAP (teacher and student), held-out PSNR and 3D segmentation IoU.
+
+    Raises:
+        N3FError: the scene has no object masks.
+    """
+    from n3f.pipeline.pointcloud import scene_points, segment
+    from n3f.pipeline.query import QueryEngine
+    from n3f.pipeline.query_report import point_similarity
+    from n3f.scene.images import load_frame_mask
+
+    scene = trainer.scene
+    ids = object_ids(scene)
+    held = scene.split_indices("test") + scene.split_indices("val")
+    if not ids or not held or any(scene.frames[i].mask_path is None for i in held):
+        raise N3FError(
+            f"scene {scene.name!r} has no object masks on its held-out frames, so retrieval cannot be scored; "
+            "use a scene with masks (demo/tabletop, or EPIC-Diff with annotations/)"
+        )
+    masks = {i: load_frame_mask(scene.frames[i]) for i in held}
+    engine = QueryEngine(trainer, maps)
+    names = {int(o["id"]): o.get("name", str(o["id"])) for o in scene.objects if "id" in o}
+    retrieval = {s: {} for s in ("teacher", "student")}
+    references = {}
+    work = [(oid, p) for oid in ids for p in reference_patches(scene, oid, n_refs, patch)]
+    it = progress(work, "retrieval queries", len(work)) if progress else work
+    for oid, p in it:
+        references.setdefault(names[oid], []).append({"frame": p.frame, "box": list(p.box)})
+        labels = np.concatenate([(masks[i] == oid).reshape(-1) for i in held])
+        if not labels.any():
+            continue
+        for source in ("teacher", "student"):
+            sims = engine.similarity(engine.vector(p, source), source, held)
+            ap = average_precision(np.concatenate([sims[i].reshape(-1) for i in held]), labels)
+            retrieval[source].setdefault(names[oid], []).append(ap)
+    result = {"step": trainer.step, "scene": scene.name, "teacher": trainer.cache.teacher, "references": references, "retrieval": {}}
+    for source, per in retrieval.items():
+        per_object = {k: float(np.mean(v)) for k, v in per.items()}
+        result["retrieval"][source] = {
+            "mAP": float(np.mean(list(per_object.values()))) if per_object else float("nan"),
+            "per_object": per_object,
+        }
+    result["psnr"] = _held_out_psnr(trainer)
+    boxes = {int(o["id"]): np.asarray(o["box"]) for o in scene.objects if "box" in o}
+    if boxes:
+        points = scene_points(scene, maps)
+        ious = {}
+        for oid, box in boxes.items():
+            refs = reference_patches(scene, oid, 1, patch)
+            if not refs:
+                continue
+            sim = point_similarity(points, engine.vector(refs[0], "student"))
+            chosen, _ = segment(points, sim)
+            truth = box_points(points, scene, box)
+            union = (chosen | truth).sum()
+            ious[names[oid]] = float((chosen & truth).sum() / union) if union else float("nan")
+        result["segmentation_3d"] = {"mean_iou": float(np.nanmean(list(ious.values()))), "per_object": ious, "points": len(points)}
+    return result
+
+
+def _held_out_psnr(trainer) -> float:
+    """The run's held-out PSNR at its checkpoint (from metrics.jsonl, else computed now)."""
+    path = trainer.run_dir / "metrics.jsonl"
+    if path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if "eval/psnr" in r and r["step"] == trainer.step and r.get("eval/frames", 0) == len(trainer.eval_ids)]
+        if rows:
+            return float(rows[-1]["eval/psnr"])
+    return float(trainer.evaluate(trainer.eval_ids, write_renders=False)["eval/psnr"])
+
+
+def markdown_table(result: dict) -> str:
+    """The evaluation as a Markdown table (per object and mean, teacher beside student)."""
+    t, s = result["retrieval"]["teacher"], result["retrieval"]["student"]
+    seg = result.get("segmentation_3d", {}).get("per_object", {})
+    lines = [
+        f"Evaluation of {result['scene']} at step {result['step']} (teacher {result['teacher']}); held-out PSNR {result['psnr']:.2f} dB",
+        "",
+        "| object | teacher AP | student AP | 3D IoU |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in s["per_object"]:
+        iou = seg.get(name)
+        lines.append(
+            f"| {name} | {t['per_object'].get(name, math.nan):.3f} | {s['per_object'][name]:.3f} | {'' if iou is None else f'{iou:.3f}'} |"
+        )
+    mean_iou = result.get("segmentation_3d", {}).get("mean_iou")
+    lines.append(f"| **mean** | **{t['mAP']:.3f}** | **{s['mAP']:.3f}** | {'' if mean_iou is None else f'**{mean_iou:.3f}**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(run_dir: Path, result: dict) -> Path:
+    """``metrics.json`` and ``evaluation.md`` in the run folder (the latest evaluation), and a copy
+    per step under ``evaluations/``. Returns the metrics.json path."""
+    from n3f.io import atomic_write_json, atomic_write_text
+
+    run_dir = Path(run_dir)
+    atomic_write_json(run_dir / "evaluations" / f"step-{result['step']:07d}.json", result)
+    atomic_write_json(run_dir / "metrics.json", result)
+    atomic_write_text(run_dir / "evaluation.md", markdown_table(result))
+    return run_dir / "metrics.json"
