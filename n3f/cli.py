@@ -379,10 +379,20 @@ def render_command(
     path: Annotated[str, typer.Option("--path", help="Render novel cameras instead: orbit (circle around what the cameras look at).")] = "",
     n_frames: Annotated[int, typer.Option("--n-frames", help="Cameras on the --path.")] = 60,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: RUN/renders/render-<time>).")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Edit: remove the object queried with --frame and --point/--box.")] = False,
+    recolour: Annotated[str, typer.Option("--recolour", help="Edit: paint the queried object this colour (R,G,B or #rrggbb).")] = "",
+    frame: Annotated[str, typer.Option("--frame", "-f", help="Query frame of an edit (index or file name).")] = "",
+    box: BoxOpt = "",
+    point: PointOpt = "",
+    size: SizeOpt = 16,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Similarity above which samples are edited (default: Otsu's on the scene points).")
+    ] = None,
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
-    """Render RGB, depth and features (PCA as RGB) of a fitted run for dataset or novel cameras.
+    """Render RGB, depth and features (PCA as RGB) of a fitted run for dataset or novel cameras,
+    optionally with a queried object removed or recoloured.
 
     Each frame gives one PNG: RGB | depth | features; --path also writes an MP4.
 
@@ -390,6 +400,8 @@ def render_command(
       n3f render --run runs/demo_tabletop/effnet_lite0/20261122-101500
       n3f render --run RUN --frames 0,5,0017.png
       n3f render --run RUN --path orbit --n-frames 90
+      n3f render --run RUN --remove --frame 0 --point 120,96
+      n3f render --run RUN --recolour 255,0,255 --frame 0 --point 120,96
     """
     import time as _time
 
@@ -402,8 +414,15 @@ def render_command(
     from n3f.pipeline.visualise import depth_to_rgb, features_to_rgb, pca_basis
     from n3f.progress import make_progress
 
+    if remove and recolour:
+        raise N3FError("choose one edit: --remove or --recolour")
+    if (remove or recolour) and not frame:
+        raise N3FError("an edit needs the object's query: --frame F with --point x,y or --box x0,y0,x1,y1")
     trainer = load_run(run, quiet=quiet)
     scene = trainer.scene
+    field = None
+    if remove or recolour:
+        field = _edited_field(trainer, frame, box, point, size, threshold, "remove" if remove else "recolour", recolour, quiet)
     if path:
         if path != "orbit":
             raise N3FError(f"unknown --path {path!r}; use orbit")
@@ -421,7 +440,7 @@ def render_command(
     basis = None
     panels = []
     for cam in make_progress(quiet)(cams, "rendering", len(cams)):
-        r = trainer.render_frame(cam)
+        r = trainer.render_frame(cam, field=field)
         feats = r["feature"].numpy()
         if basis is None:  # one colouring for every frame
             basis = pca_basis(feats)
@@ -611,6 +630,63 @@ def export_command(
         raise N3FError(f"no point has similarity above {thr:.3f}; lower --threshold")
     write_ply(out, trainer.scene, points.subset(chosen), {"similarity": sim[chosen]}, pca_basis=basis)
     print(f"wrote {int(chosen.sum())} of {len(points)} points (similarity > {thr:.3f}, largest cluster) to {out}")
+
+
+@app.command("serve")
+def serve_command(
+    run: RunOpt,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8765,
+    map_stride: StrideOpt = 4,
+    quiet: QuietOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Open the click-to-query page for a run: click or drag on a frame, see the best frames as heat
+    maps, download the object's points as a PLY. Stop with Ctrl-C.
+
+    Example:
+      n3f serve --run runs/demo_tabletop/effnet_lite0/20261122-101500   (then open http://127.0.0.1:8765)
+    """
+    from n3f.pipeline.fit import load_run
+    from n3f.pipeline.maps import student_maps
+    from n3f.pipeline.pointcloud import scene_points
+    from n3f.progress import make_progress
+    from n3f.serve.server import QueryService, make_server
+
+    trainer = load_run(run, quiet=quiet)
+    maps = student_maps(trainer, map_stride, progress=make_progress(quiet))
+    try:
+        points = scene_points(trainer.scene, maps)
+    except N3FError as exc:
+        print(f"n3f: warning: no point-cloud export: {exc}", file=sys.stderr)
+        points = None
+    server = make_server(QueryService(trainer, maps, points), host, port)
+    h, p = server.server_address[:2]
+    print(f"n3f serve: http://{h}:{p}/  ({trainer.scene.name}, {len(trainer.scene.frames)} frames); Ctrl-C to stop", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _edited_field(trainer, frame: str, box: str, point: str, size: int, threshold, mode: str, colour: str, quiet: bool):
+    from n3f.pipeline.edit import EditedField, parse_colour
+    from n3f.pipeline.maps import student_maps
+    from n3f.pipeline.pointcloud import otsu_threshold, scene_points
+    from n3f.pipeline.query import QueryEngine
+    from n3f.pipeline.query_report import point_similarity
+    from n3f.progress import make_progress
+
+    rgb = parse_colour(colour) if mode == "recolour" else (1.0, 0.0, 1.0)
+    patch = _patch(trainer.scene, frame, box, point, size)
+    maps = student_maps(trainer, 4, progress=make_progress(quiet))
+    vector = QueryEngine(trainer, maps).vector(patch, "student")
+    if threshold is None:
+        threshold = otsu_threshold(point_similarity(scene_points(trainer.scene, maps), vector))
+    print(f"{mode}: samples with similarity > {threshold:.3f} to the patch {patch.box} of frame #{patch.frame}")
+    return EditedField(trainer.model, vector, threshold, mode, rgb)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,3 +47,14 @@ def fern_dir() -> Path:
     if not (path / "poses_bounds.npy").is_file():
         pytest.skip(f"real test data not found at {path} (it lives in ../shared/data beside the repository)")
     return path
+
+
+@pytest.fixture(scope="session")
+def fitted_run(demo_dir, tmp_path_factory) -> Path:
+    """A short fit of the demo at 64x48 (60 steps, about a minute): for queries, export and serving."""
+    from n3f.pipeline.fit import FitConfig, fit
+
+    config = FitConfig(
+        scene="demo/tabletop", downscale=4, steps=60, target_samples=8192, eval_every=0, grid_resolution=48, grid_warmup=16, seed=3
+    )
+    return fit(config, output=tmp_path_factory.mktemp("runs"), quiet=True)

@@ -20,10 +20,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     echo "n3f setup: installing system packages: ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "n3f setup: please install these system libraries: ${missing[*]}" >&2
   fi
+fi
+
+# --dev: the web page's end-to-end test drives Debian's chromium through Playwright (no browser
+# download at test time). Optional: without it that one test skips.
+if [ -n "$extras" ] && ! dpkg -s chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "n3f setup: installing chromium (for the browser test)"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+    || echo "n3f setup: could not install chromium; the browser test will skip" >&2
 fi
 
 python=${PYTHON:-python3}

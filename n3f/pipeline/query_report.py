@@ -13,17 +13,28 @@ from n3f.io import atomic_directory, atomic_write_bytes
 from n3f.pipeline.query import SCORE_PERCENTILE, Patch, QueryEngine, frame_score
 
 
-def heatmap_overlay(image: np.ndarray, similarity: np.ndarray, box: tuple[int, int, int, int] | None = None, lo: float = 0.0) -> np.ndarray:
+def colour_range(similarities, low_percentile: float = 50.0) -> tuple[float, float]:
+    """One colour scale for all heat maps of a query: from the median similarity (over every
+    searched pixel) to the highest, so the colours separate matches from the rest even when a
+    field's similarities are all close to 1."""
+    values = np.concatenate([np.asarray(s, np.float32).reshape(-1)[::7] for s in similarities])
+    lo, hi = float(np.percentile(values, low_percentile)), float(values.max())
+    return lo, max(hi, lo + 1e-6)
+
+
+def heatmap_overlay(
+    image: np.ndarray, similarity: np.ndarray, box: tuple[int, int, int, int] | None = None, lo: float = 0.0, hi: float = 1.0
+) -> np.ndarray:
     """Blend a turbo colour map of ``similarity`` (H, W) over ``image`` (H, W, 3) uint8.
 
-    Similarity below ``lo`` shows the image alone; from ``lo`` to 1 the colour map fades in.
+    Similarity below ``lo`` shows the image alone; from ``lo`` to ``hi`` the colour map fades in.
     ``box`` (the query patch) is outlined in white. Returns (H, W, 3) uint8 RGB.
     """
     import cv2
 
-    s = np.clip((similarity - lo) / max(1.0 - lo, 1e-6), 0, 1)
+    s = np.clip((similarity - lo) / max(hi - lo, 1e-6), 0, 1)
     colours = cv2.applyColorMap((s * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[:, :, ::-1].astype(np.float32)
-    alpha = (0.25 + 0.6 * s)[..., None]
+    alpha = (0.7 * s)[..., None]
     out = (image.astype(np.float32) * (1 - alpha) + colours * alpha).astype(np.uint8)
     if box is not None:
         x0, y0, x1, y1 = box
@@ -89,10 +100,12 @@ def run_query(
     }
     with atomic_directory(output) as tmp:
         tiles = {}
+        lo, hi = colour_range(sims.values())
+        doc["colour_range"] = [lo, hi]
         it = progress(frames, "heat maps", len(frames)) if progress else frames
         for i in it:
             image = (load_frame_image(scene.frames[i]) * 255 + 0.5).astype(np.uint8)
-            over = heatmap_overlay(image, sims[i], patch.box if i == patch.frame else None)
+            over = heatmap_overlay(image, sims[i], patch.box if i == patch.frame else None, lo, hi)
             tiles[i] = over
             _write_png(tmp / "heatmaps" / f"{Path(scene.frames[i].name).stem}.png", over)
         top = ranking[:best]
@@ -100,7 +113,7 @@ def run_query(
         query_tile = tiles.get(patch.frame)
         if query_tile is None:  # the query frame was not searched: show it anyway, with its box
             image = (load_frame_image(scene.frames[patch.frame]) * 255 + 0.5).astype(np.uint8)
-            query_tile = heatmap_overlay(image, np.zeros(image.shape[:2], np.float32), patch.box, lo=1.0)
+            query_tile = heatmap_overlay(image, np.zeros(image.shape[:2], np.float32), patch.box, lo=1.0, hi=2.0)
         sheet = [(query_tile, f"query #{patch.frame} {scene.frames[patch.frame].name}")]
         sheet += [(tiles[r["frame"]], f"#{r['frame']} {r['name']} {r['split']} {r['score']:.2f}") for r in top]
         atomic_write_bytes(tmp / "contact_sheet.png", ranking_sheet(sheet, title))

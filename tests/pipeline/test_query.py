@@ -154,27 +154,19 @@ def test_points_round_trip_through_ply(demo_scene, tmp_path):
 # ---------------------------------------------------------------- end to end on a fitted run
 
 
-@pytest.fixture(scope="module")
-def fitted(demo_dir, tmp_path_factory):
-    from n3f.pipeline.fit import FitConfig, fit
-
-    config = FitConfig(
-        scene="demo/tabletop", downscale=4, steps=60, target_samples=8192, eval_every=0, grid_resolution=48, grid_warmup=16, seed=3
-    )
-    return fit(config, output=tmp_path_factory.mktemp("runs"), quiet=True)
-
-
 def _n3f(*args):
     return subprocess.run(
         [sys.executable, "-m", "n3f", *args, "--quiet"], capture_output=True, text=True, env=dict(os.environ), timeout=900
     )
 
 
-def test_query_command_writes_every_result(fitted, tmp_path):
+def test_query_command_writes_every_result(fitted_run, tmp_path):
     import open3d as o3d
 
     out = tmp_path / "q"
-    r = _n3f("query", "--run", str(fitted), "--frame", "0", "--point", "30,30", "--size", "8", "--output", str(out), "--save-similarity")
+    r = _n3f(
+        "query", "--run", str(fitted_run), "--frame", "0", "--point", "30,30", "--size", "8", "--output", str(out), "--save-similarity"
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "ranking.json").read_text())
     scores = [row["score"] for row in doc["ranking"]]
@@ -191,7 +183,7 @@ def test_query_command_writes_every_result(fitted, tmp_path):
     r = _n3f(
         "query",
         "--run",
-        str(fitted),
+        str(fitted_run),
         "--frame",
         "0000.png",
         "--box",
@@ -206,7 +198,7 @@ def test_query_command_writes_every_result(fitted, tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(json.loads((tmp_path / "t" / "ranking.json").read_text())["ranking"]) == 12
     # results are never overwritten
-    r = _n3f("query", "--run", str(fitted), "--frame", "0", "--point", "30,30", "--output", str(out))
+    r = _n3f("query", "--run", str(fitted_run), "--frame", "0", "--point", "30,30", "--output", str(out))
     assert r.returncode == 2 and "never overwrites" in r.stderr
 
 
@@ -219,33 +211,33 @@ def test_query_command_writes_every_result(fitted, tmp_path):
         (("--frame", "0", "--point", "3,3", "--source", "clip"), "unknown --source"),
     ],
 )
-def test_query_rejects_bad_input(fitted, args, message):
-    r = _n3f("query", "--run", str(fitted), *args)
+def test_query_rejects_bad_input(fitted_run, args, message):
+    r = _n3f("query", "--run", str(fitted_run), *args)
     assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
-def test_evaluate_and_export_commands(fitted, tmp_path):
+def test_evaluate_and_export_commands(fitted_run, tmp_path):
     import open3d as o3d
 
-    r = _n3f("evaluate", "--run", str(fitted), "--refs", "1")
+    r = _n3f("evaluate", "--run", str(fitted_run), "--refs", "1")
     assert r.returncode == 0, r.stderr
-    metrics = json.loads((fitted / "metrics.json").read_text())
+    metrics = json.loads((fitted_run / "metrics.json").read_text())
     for source in ("teacher", "student"):
         assert 0 <= metrics["retrieval"][source]["mAP"] <= 1
         assert len(metrics["retrieval"][source]["per_object"]) == 7
     assert metrics["psnr"] > 10 and "mean_iou" in metrics["segmentation_3d"]
-    assert "| **mean** |" in (fitted / "evaluation.md").read_text()
+    assert "| **mean** |" in (fitted_run / "evaluation.md").read_text()
 
-    r = _n3f("export", "--run", str(fitted), "--out", str(tmp_path / "scene.ply"))
+    r = _n3f("export", "--run", str(fitted_run), "--out", str(tmp_path / "scene.ply"))
     assert r.returncode == 0, r.stderr
     whole = o3d.t.io.read_point_cloud(str(tmp_path / "scene.ply"))
-    r = _n3f("export", "--run", str(fitted), "--frame", "0", "--point", "30,30", "--size", "8", "--out", str(tmp_path / "part.ply"))
+    r = _n3f("export", "--run", str(fitted_run), "--frame", "0", "--point", "30,30", "--size", "8", "--out", str(tmp_path / "part.ply"))
     assert r.returncode == 0, r.stderr
     part = o3d.t.io.read_point_cloud(str(tmp_path / "part.ply"))
     assert 0 < len(part.point.positions) < len(whole.point.positions)
-    r = _n3f("export", "--run", str(fitted), "--clusters", "3", "--out", str(tmp_path / "clusters"))
+    r = _n3f("export", "--run", str(fitted_run), "--clusters", "3", "--out", str(tmp_path / "clusters"))
     assert r.returncode == 0, r.stderr
     sizes = [len(o3d.t.io.read_point_cloud(str(p)).point.positions) for p in sorted((tmp_path / "clusters").glob("*.ply"))]
     assert len(sizes) == 3 and sum(sizes) == len(whole.point.positions)
-    r = _n3f("export", "--run", str(fitted), "--out", str(tmp_path / "scene.ply"))
+    r = _n3f("export", "--run", str(fitted_run), "--out", str(tmp_path / "scene.ply"))
     assert r.returncode == 2 and "never overwrites" in r.stderr

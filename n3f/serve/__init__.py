@@ -1,0 +1,1 @@
+"""The click-to-query web page (``n3f serve``)."""
