@@ -624,12 +624,13 @@ def export_command(
         print(f"wrote {len(points)} points to {out}")
         return
     patch = _patch(trainer.scene, frame, box, point, size)
-    sim = point_similarity(points, QueryEngine(trainer, maps).vector(patch, "student"))
-    chosen, thr = segment(points, sim, threshold)
+    engine = QueryEngine(trainer, maps)
+    sim = point_similarity(points, engine.vector(patch, "student"))
+    chosen, thr = segment(points, sim, threshold, anchor=engine.anchor(patch))
     if not chosen.any():
         raise N3FError(f"no point has similarity above {thr:.3f}; lower --threshold")
     write_ply(out, trainer.scene, points.subset(chosen), {"similarity": sim[chosen]}, pca_basis=basis)
-    print(f"wrote {int(chosen.sum())} of {len(points)} points (similarity > {thr:.3f}, largest cluster) to {out}")
+    print(f"wrote {int(chosen.sum())} of {len(points)} points (similarity > {thr:.3f}, the cluster at the clicked point) to {out}")
 
 
 @app.command("serve")

@@ -6,7 +6,7 @@ of every held-out frame by similarity, and take the average precision against th
 mAP is the mean over references and objects. Teacher and student run the same protocol.
 
 3D segmentation: the scene's point cloud from the field, segmented with the student's query from
-the first reference (Otsu threshold + largest DBSCAN cluster), scored by IoU against the points
+the first reference (Otsu threshold + the DBSCAN cluster at the clicked point), scored by IoU against the points
 that lie inside the object's exact 3D box (scenes that record boxes, like the demo).
 """
 
@@ -128,7 +128,7 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
             if not refs:
                 continue
             sim = point_similarity(points, engine.vector(refs[0], "student"))
-            chosen, _ = segment(points, sim)
+            chosen, _ = segment(points, sim, anchor=engine.anchor(refs[0]))
             truth = box_points(points, scene, box)
             union = (chosen | truth).sum()
             ious[names[oid]] = float((chosen & truth).sum() / union) if union else float("nan")

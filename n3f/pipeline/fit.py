@@ -67,6 +67,8 @@ class FitConfig:
         grid_relative: nerfacc's rule (empty below min(threshold, mean density)); False: below
             the threshold alone.
         density_bias: the student's density pre-activation bias (see StudentConfig).
+        sh_degree: spherical-harmonics degree of the colour head's view direction (1: no view
+            dependence).
         grid_warmup: steps before the first refresh (every cell counts as occupied until then, so
             surfaces can form before empty space is carved).
         march_steps: samples across the box diagonal (sets the marching step).
@@ -100,6 +102,7 @@ class FitConfig:
     grid_refresh_occupied: bool = False
     distortion_weight: float = 0.0
     density_bias: float = -1.0
+    sh_degree: int = 4
     march_steps: int = 512
     eval_every: int = 1000
     eval_frames: int = 3
@@ -183,7 +186,11 @@ class Trainer:
         box = self.space.aabb
         self.step_size = float((box[1] - box[0]).norm()) / config.march_steps
         student = StudentConfig(
-            grid=config.grid_config(), feature_dim=cache.shape[-1], backend=config.backend, density_bias=config.density_bias
+            grid=config.grid_config(),
+            feature_dim=cache.shape[-1],
+            backend=config.backend,
+            density_bias=config.density_bias,
+            sh_degree=config.sh_degree,
         )
         self.model = StudentField(student, box).to(self.device)
         self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)

@@ -152,10 +152,16 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def segment(
-    points: ScenePoints, similarity: np.ndarray, threshold: float | None = None, eps: float = 0.03, min_points: int = 10
+    points: ScenePoints,
+    similarity: np.ndarray,
+    threshold: float | None = None,
+    eps: float = 0.03,
+    min_points: int = 10,
+    anchor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Points of the queried object: similarity above the threshold (Otsu's by default), then the
-    largest DBSCAN cluster (Open3D; ``eps`` in normalised scene units) to drop far-away look-alikes.
+    """Points of the queried object: similarity above the threshold (Otsu's by default), then one
+    DBSCAN cluster (Open3D; ``eps`` in normalised scene units) to drop look-alikes elsewhere: the
+    cluster nearest ``anchor`` (3,) (the clicked surface point) when given, else the largest.
 
     Returns:
         (N,) bool mask over ``points`` and the threshold used.
@@ -170,8 +176,13 @@ def segment(
     legacy = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.positions[chosen].astype(np.float64)))
     labels = np.asarray(legacy.cluster_dbscan(eps=eps, min_points=min_points))
     if (labels >= 0).any():
-        largest = np.bincount(labels[labels >= 0]).argmax()
-        chosen = chosen[labels == largest]
+        if anchor is not None:
+            clustered = np.nonzero(labels >= 0)[0]
+            near = clustered[np.argmin(np.linalg.norm(points.positions[chosen[clustered]] - np.asarray(anchor), axis=1))]
+            pick = labels[near]
+        else:
+            pick = np.bincount(labels[labels >= 0]).argmax()
+        chosen = chosen[labels == pick]
     mask[chosen] = True
     return mask, thr
 

@@ -122,6 +122,18 @@ class QueryEngine:
             feats = feats.numpy()
         return _unit(feats.mean(0))
 
+    def anchor(self, patch: Patch) -> np.ndarray:
+        """(3,) the surface point (normalised scene frame) the student renders at the patch centre."""
+        from n3f.render.rays import pixel_rays
+
+        frame = self.scene.frames[patch.frame]
+        x0, y0, x1, y1 = patch.box
+        xy = torch.tensor([[(x0 + x1) / 2, (y0 + y1) / 2]], dtype=torch.float32)
+        depth = self.trainer.render_pixels(frame, xy, features=False)["depth"]
+        coeffs = frame.distortion.opencv_coefficients() if frame.distortion is not None else None
+        o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, coeffs)
+        return (o + d * depth.reshape(-1, 1))[0].numpy()
+
     def similarity_grid(self, vector: np.ndarray, source: str = "student") -> tuple[np.ndarray, dict]:
         """Cosine similarity on the source's map grid for every frame: (n, h, w) and its geometry."""
         grid, geometry = self._grid(source)

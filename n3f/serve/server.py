@@ -166,7 +166,9 @@ class QueryService:
         if self.points is None or res["source"] != "student":
             raise RequestError(HTTPStatus.NOT_FOUND, "no point cloud for this query (student queries only)")
         sim = point_similarity(self.points, res["vector"])
-        chosen, _ = segment(self.points, sim)
+        with self.lock:
+            anchor = self.engine.anchor(res["patch"])
+        chosen, _ = segment(self.points, sim, anchor=anchor)
         if not chosen.any():
             raise RequestError(HTTPStatus.NOT_FOUND, "no point passed the similarity threshold")
         with tempfile.TemporaryDirectory() as tmp:

@@ -241,3 +241,17 @@ def test_evaluate_and_export_commands(fitted_run, tmp_path):
     assert len(sizes) == 3 and sum(sizes) == len(whole.point.positions)
     r = _n3f("export", "--run", str(fitted_run), "--out", str(tmp_path / "scene.ply"))
     assert r.returncode == 2 and "never overwrites" in r.stderr
+
+
+def test_segment_keeps_the_cluster_at_the_clicked_point():
+    rng = np.random.default_rng(2)
+    big = rng.normal([0.5, 0, 0], 0.01, (300, 3))
+    small = rng.normal([-0.5, 0, 0], 0.01, (60, 3))
+    rest = rng.uniform(-1, 1, (200, 3))
+    pos = np.concatenate([big, small, rest]).astype(np.float32)
+    pts = ScenePoints(pos, np.zeros_like(pos), np.zeros((len(pos), 2), np.float32))
+    sim = np.concatenate([np.full(360, 0.9), np.full(200, 0.1)])
+    largest, thr = segment(pts, sim)
+    assert 0.1 < thr < 0.9 and largest[:300].all() and not largest[300:].any()
+    clicked, _ = segment(pts, sim, anchor=np.array([-0.5, 0, 0]))
+    assert clicked[300:360].all() and not clicked[:300].any() and not clicked[360:].any()
