@@ -188,6 +188,7 @@ def inspect_command(
 
     Procedural scenes (demo/*) are rendered into the data root on first use.
 
+    \b
     Examples:
       n3f inspect --scene demo/tabletop
       n3f inspect --scene llff/fern --json > fern.json
@@ -253,6 +254,7 @@ def features_command(
     A valid cache is reused; any change (teacher, options, weights, images) makes a new one; an
     interrupted run resumes from the frames already done.
 
+    \b
     Examples:
       n3f features --scene demo/tabletop --preview
       n3f features --scene llff/fern --teacher dino_vits8 --teacher-weights dino_deitsmall8_pretrain.pth --stride 4
@@ -336,6 +338,7 @@ def fit_command(
     <output>/<scene>/<teacher>/<time>/ with config.toml, checkpoints/, metrics.jsonl (eval/psnr...)
     and renders/ of held-out frames (ground truth | RGB | depth | features).
 
+    \b
     Examples:
       n3f fit --scene demo/tabletop
       n3f fit --scene llff/fern --steps 2000
@@ -396,6 +399,7 @@ def render_command(
 
     Each frame gives one PNG: RGB | depth | features; --path also writes an MP4.
 
+    \b
     Examples:
       n3f render --run runs/demo_tabletop/effnet_lite0/20261122-101500
       n3f render --run RUN --frames 0,5,0017.png
@@ -508,6 +512,7 @@ def query_command(
     ranking.json (frames by score = 99th percentile of similarity) and points.ply (the scene's point
     cloud with a `similarity` attribute; student source only).
 
+    \b
     Examples:
       n3f query --run RUN --frame 0 --point 120,96
       n3f query --run RUN --frame 0017.png --box 100,80,140,120 --source teacher
@@ -554,6 +559,7 @@ def evaluate_command(
     """Score a run on a scene with object masks: retrieval mAP (teacher beside student), held-out
     PSNR and 3D segmentation IoU. Writes RUN/metrics.json and RUN/evaluation.md.
 
+    \b
     Example:
       n3f evaluate --run runs/demo_tabletop/effnet_lite0/20261122-101500
     """
@@ -592,6 +598,7 @@ def export_command(
     agree, voxel-downsampled (Open3D). Attributes: colour, feature_0..2 (feature PCA), similarity.
     Coordinates are the scene's original ones (those of its COLMAP/dataset poses).
 
+    \b
     Examples:
       n3f export --run RUN --out scene.ply
       n3f export --run RUN --frame 0 --point 120,96 --out mug.ply
@@ -645,6 +652,7 @@ def serve_command(
     """Open the click-to-query page for a run: click or drag on a frame, see the best frames as heat
     maps, download the object's points as a PLY. Stop with Ctrl-C.
 
+    \b
     Example:
       n3f serve --run runs/demo_tabletop/effnet_lite0/20261122-101500   (then open http://127.0.0.1:8765)
     """
