@@ -519,28 +519,18 @@ def query_command(
     """
     import time as _time
 
-    from n3f.pipeline.fit import load_run
-    from n3f.pipeline.maps import student_maps
-    from n3f.pipeline.pointcloud import scene_points
     from n3f.pipeline.query import SOURCES, QueryEngine, select_frames
     from n3f.pipeline.query_report import run_query
     from n3f.progress import make_progress
 
     if source not in SOURCES:
         raise N3FError(f"unknown --source {source!r}; use student or teacher")
-    trainer = load_run(run, quiet=quiet)
+    trainer, maps = _run_with_maps(run, map_stride, quiet)
     patch = _patch(trainer.scene, frame, box, point, size)
     ids = select_frames(trainer.scene, frames)
-    track = make_progress(quiet)
-    maps = student_maps(trainer, map_stride, progress=track)
     out = output or Path(run) / "queries" / f"{_time.strftime('%Y%m%d-%H%M%S')}-f{patch.frame}-{source}"
-    points = None
-    if source == "student":
-        try:
-            points = scene_points(trainer.scene, maps)
-        except N3FError as exc:  # the 2D results are still worth having
-            print(f"n3f: warning: no points.ply: {exc}", file=sys.stderr)
-    doc = run_query(QueryEngine(trainer, maps), patch, source, ids, out, save_similarity, best, points, progress=track)
+    points = _points_or_warning(trainer, maps) if source == "student" else None
+    doc = run_query(QueryEngine(trainer, maps), patch, source, ids, out, save_similarity, best, points, progress=make_progress(quiet))
     top = ", ".join(f"#{r['frame']} ({r['score']:.2f})" for r in doc["ranking"][:5])
     print(
         f"best frames: {top}\nresults in {out} (contact_sheet.png, heatmaps/, ranking.json{', points.ply' if points is not None else ''})"
@@ -564,14 +554,10 @@ def evaluate_command(
       n3f evaluate --run runs/demo_tabletop/effnet_lite0/20261122-101500
     """
     from n3f.pipeline.evaluate import evaluate_run, markdown_table, write_evaluation
-    from n3f.pipeline.fit import load_run
-    from n3f.pipeline.maps import student_maps
     from n3f.progress import make_progress
 
-    trainer = load_run(run, quiet=quiet)
-    track = make_progress(quiet)
-    maps = student_maps(trainer, map_stride, progress=track)
-    result = evaluate_run(trainer, maps, refs, patch, progress=track)
+    trainer, maps = _run_with_maps(run, map_stride, quiet)
+    result = evaluate_run(trainer, maps, refs, patch, progress=make_progress(quiet))
     path = write_evaluation(run, result)
     print(markdown_table(result))
     print(f"written {path}")
@@ -604,20 +590,15 @@ def export_command(
       n3f export --run RUN --frame 0 --point 120,96 --out mug.ply
       n3f export --run RUN --clusters 8 --out clusters/
     """
-    from n3f.pipeline.fit import load_run
-    from n3f.pipeline.maps import student_maps
     from n3f.pipeline.pointcloud import feature_clusters, scene_points, segment, write_ply
     from n3f.pipeline.query import QueryEngine
-    from n3f.pipeline.query_report import _pca3, point_similarity
+    from n3f.pipeline.query_report import point_similarity, points_pca_basis
 
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise N3FError(f"{out} already exists; n3f never overwrites results")
-    trainer = load_run(run, quiet=quiet)
-    from n3f.progress import make_progress
-
-    maps = student_maps(trainer, map_stride, progress=make_progress(quiet))
+    trainer, maps = _run_with_maps(run, map_stride, quiet)
     points = scene_points(trainer.scene, maps, voxel=voxel)
-    basis = _pca3(points.features)
+    basis = points_pca_basis(points.features)
     if clusters:
         labels = feature_clusters(points, clusters, seed)
         for k in range(clusters):
@@ -656,20 +637,10 @@ def serve_command(
     Example:
       n3f serve --run runs/demo_tabletop/effnet_lite0/20261122-101500   (then open http://127.0.0.1:8765)
     """
-    from n3f.pipeline.fit import load_run
-    from n3f.pipeline.maps import student_maps
-    from n3f.pipeline.pointcloud import scene_points
-    from n3f.progress import make_progress
     from n3f.serve.server import QueryService, make_server
 
-    trainer = load_run(run, quiet=quiet)
-    maps = student_maps(trainer, map_stride, progress=make_progress(quiet))
-    try:
-        points = scene_points(trainer.scene, maps)
-    except N3FError as exc:
-        print(f"n3f: warning: no point-cloud export: {exc}", file=sys.stderr)
-        points = None
-    server = make_server(QueryService(trainer, maps, points), host, port)
+    trainer, maps = _run_with_maps(run, map_stride, quiet)
+    server = make_server(QueryService(trainer, maps, _points_or_warning(trainer, maps)), host, port)
     h, p = server.server_address[:2]
     print(f"n3f serve: http://{h}:{p}/  ({trainer.scene.name}, {len(trainer.scene.frames)} frames); Ctrl-C to stop", flush=True)
     try:
@@ -681,21 +652,36 @@ def serve_command(
 
 
 def _edited_field(trainer, frame: str, box: str, point: str, size: int, threshold, mode: str, colour: str, quiet: bool):
-    from n3f.pipeline.edit import EditedField, parse_colour
+    from n3f.pipeline.edit import parse_colour, query_edit
     from n3f.pipeline.maps import student_maps
-    from n3f.pipeline.pointcloud import otsu_threshold, scene_points
-    from n3f.pipeline.query import QueryEngine
-    from n3f.pipeline.query_report import point_similarity
     from n3f.progress import make_progress
 
     rgb = parse_colour(colour) if mode == "recolour" else (1.0, 0.0, 1.0)
     patch = _patch(trainer.scene, frame, box, point, size)
-    maps = student_maps(trainer, 4, progress=make_progress(quiet))
-    vector = QueryEngine(trainer, maps).vector(patch, "student")
-    if threshold is None:
-        threshold = otsu_threshold(point_similarity(scene_points(trainer.scene, maps), vector))
-    print(f"{mode}: samples with similarity > {threshold:.3f} to the patch {patch.box} of frame #{patch.frame}")
-    return EditedField(trainer.model, vector, threshold, mode, rgb)
+    field = query_edit(trainer, student_maps(trainer, 4, progress=make_progress(quiet)), patch, mode, rgb, threshold)
+    print(f"{mode}: samples with similarity > {field.threshold:.3f} to the patch {patch.box} of frame #{patch.frame}")
+    return field
+
+
+def _run_with_maps(run: Path, map_stride: int, quiet: bool):
+    """Load a run and its rendered maps (rendering them on first use): (trainer, maps)."""
+    from n3f.pipeline.fit import load_run
+    from n3f.pipeline.maps import student_maps
+    from n3f.progress import make_progress
+
+    trainer = load_run(run, quiet=quiet)
+    return trainer, student_maps(trainer, map_stride, progress=make_progress(quiet))
+
+
+def _points_or_warning(trainer, maps):
+    """The scene's point cloud, or None with a warning when the field has no usable surface."""
+    from n3f.pipeline.pointcloud import scene_points
+
+    try:
+        return scene_points(trainer.scene, maps)
+    except N3FError as exc:  # 2D results are still worth having
+        print(f"n3f: warning: no point cloud: {exc}", file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:

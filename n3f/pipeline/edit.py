@@ -70,3 +70,20 @@ class EditedField:
         else:
             out["rgb"] = torch.where(chosen[:, None], self.colour.expand_as(out["rgb"]), out["rgb"])
         return out
+
+
+def query_edit(trainer, maps, patch, mode: str, colour=(1.0, 0.0, 1.0), threshold: float | None = None) -> EditedField:
+    """The edit of the object a patch shows: the student's query vector over the patch, and (by
+    default) Otsu's threshold on the similarities of the scene's point cloud.
+
+    Args:
+        trainer: a loaded run; maps: its StudentMaps; patch: a :class:`n3f.pipeline.query.Patch`.
+    """
+    from n3f.pipeline.pointcloud import otsu_threshold, scene_points
+    from n3f.pipeline.query import QueryEngine
+    from n3f.pipeline.query_report import point_similarity
+
+    vector = QueryEngine(trainer, maps).vector(patch, "student")
+    if threshold is None:
+        threshold = otsu_threshold(point_similarity(scene_points(trainer.scene, maps), vector))
+    return EditedField(trainer.model, vector, threshold, mode, colour)

@@ -29,11 +29,8 @@ def removal_check(trainer, maps, object_name: str, frames: list[int] | None = No
     """
     import cv2
 
-    from n3f.pipeline.edit import EditedField
+    from n3f.pipeline.edit import query_edit
     from n3f.pipeline.evaluate import reference_patches
-    from n3f.pipeline.pointcloud import otsu_threshold, scene_points
-    from n3f.pipeline.query import QueryEngine
-    from n3f.pipeline.query_report import point_similarity
     from n3f.scene.images import load_frame_image, load_frame_mask
     from n3f.scene.synthetic import TabletopConfig, TabletopRenderer, orbit_cameras
 
@@ -50,10 +47,7 @@ def removal_check(trainer, maps, object_name: str, frames: list[int] | None = No
     config = TabletopConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
     renderer = TabletopRenderer(config)
     K, poses = orbit_cameras(config)
-    patch = reference_patches(scene, oid, 1)[0]
-    vector = QueryEngine(trainer, maps).vector(patch, "student")
-    threshold = otsu_threshold(point_similarity(scene_points(scene, maps), vector))
-    field = EditedField(trainer.model, vector, threshold, "remove")
+    field = query_edit(trainer, maps, reference_patches(scene, oid, 1)[0], "remove")
     held = frames if frames is not None else scene.split_indices("test") + scene.split_indices("val")
     rows = {"removed": [], "unedited": [], "rest": []}
     it = progress(held, "removal check", len(held)) if progress else held
@@ -78,7 +72,7 @@ def removal_check(trainer, maps, object_name: str, frames: list[int] | None = No
         raise N3FError(f"{object_name} is not visible in the chosen frames")
     return {
         "object": object_name,
-        "threshold": threshold,
+        "threshold": field.threshold,
         "frames": used,
         "psnr_object_pixels_removed_vs_truth": float(np.mean(rows["removed"])),
         "psnr_object_pixels_unedited_vs_truth": float(np.mean(rows["unedited"])),

@@ -121,7 +121,13 @@ def run_query(
         if points is not None and source == "student":  # the teacher has no 3D features
             from n3f.pipeline.pointcloud import write_ply
 
-            write_ply(tmp / "points.ply", scene, points, {"similarity": point_similarity(points, vector)}, pca_basis=_pca3(points.features))
+            write_ply(
+                tmp / "points.ply",
+                scene,
+                points,
+                {"similarity": point_similarity(points, vector)},
+                pca_basis=points_pca_basis(points.features),
+            )
         if save_similarity:
             buf = io.BytesIO()
             np.savez_compressed(buf, **{scene.frames[i].name: sims[i].astype(np.float16) for i in frames})
@@ -135,7 +141,8 @@ def point_similarity(points, vector: np.ndarray) -> np.ndarray:
     return f @ vector.astype(np.float32)
 
 
-def _pca3(features: np.ndarray) -> np.ndarray:
+def points_pca_basis(features: np.ndarray) -> np.ndarray:
+    """(D, 3) projection of point features onto their top three principal directions (for PLYs)."""
     from n3f.pipeline.visualise import pca_basis
 
     return pca_basis(features).T

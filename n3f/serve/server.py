@@ -160,7 +160,7 @@ class QueryService:
 
     def export(self, qid: str) -> bytes:
         from n3f.pipeline.pointcloud import segment, write_ply
-        from n3f.pipeline.query_report import _pca3, point_similarity
+        from n3f.pipeline.query_report import point_similarity, points_pca_basis
 
         res = self._result(qid)
         if self.points is None or res["source"] != "student":
@@ -177,7 +177,7 @@ class QueryService:
                 self.scene,
                 self.points.subset(chosen),
                 {"similarity": sim[chosen]},
-                pca_basis=_pca3(self.points.features),
+                pca_basis=points_pca_basis(self.points.features),
             )
             return path.read_bytes()
 
