@@ -100,16 +100,24 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
     names = {int(o["id"]): o.get("name", str(o["id"])) for o in scene.objects if "id" in o}
     retrieval = {s: {} for s in ("teacher", "student")}
     references = {}
-    work = [(oid, p) for oid in ids for p in reference_patches(scene, oid, n_refs, patch)]
+    # the first reference of each object also queries the 3D segmentation below
+    patches = {oid: reference_patches(scene, oid, n_refs, patch) for oid in ids}
+    student_vectors: dict = {}
+    work = [(oid, p) for oid in ids for p in patches[oid]]
     it = progress(work, "retrieval queries", len(work)) if progress else work
+    labels: dict[int, np.ndarray] = {}
     for oid, p in it:
         references.setdefault(names[oid], []).append({"frame": p.frame, "box": list(p.box)})
-        labels = np.concatenate([(masks[i] == oid).reshape(-1) for i in held])
-        if not labels.any():
+        if oid not in labels:
+            labels[oid] = np.concatenate([(masks[i] == oid).reshape(-1) for i in held])
+        if not labels[oid].any():
             continue
         for source in ("teacher", "student"):
-            sims = engine.similarity(engine.vector(p, source), source, held)
-            ap = average_precision(np.concatenate([sims[i].reshape(-1) for i in held]), labels)
+            vector = engine.vector(p, source)
+            if source == "student":
+                student_vectors[p] = vector
+            sims = engine.similarity(vector, source, held)
+            ap = average_precision(np.concatenate([sims[i].reshape(-1) for i in held]), labels[oid])
             retrieval[source].setdefault(names[oid], []).append(ap)
     result = {"step": trainer.step, "scene": scene.name, "teacher": trainer.cache.teacher, "references": references, "retrieval": {}}
     for source, per in retrieval.items():
@@ -124,11 +132,12 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
         points = scene_points(scene, maps)
         ious = {}
         for oid, box in boxes.items():
-            refs = reference_patches(scene, oid, 1, patch)
-            if not refs:
+            if not patches.get(oid):
                 continue
-            sim = point_similarity(points, engine.vector(refs[0], "student"))
-            chosen, _ = segment(points, sim, anchor=engine.anchor(refs[0]))
+            first = patches[oid][0]
+            vector = student_vectors[first] if first in student_vectors else engine.vector(first, "student")
+            sim = point_similarity(points, vector)
+            chosen, _ = segment(points, sim, anchor=engine.anchor(first))
             truth = box_points(points, scene, box)
             union = (chosen | truth).sum()
             ious[names[oid]] = float((chosen & truth).sum() / union) if union else float("nan")

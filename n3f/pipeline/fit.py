@@ -320,7 +320,7 @@ class Trainer:
                 self.space,
                 self.grid,
                 self.step_size,
-                density_fn=self.model.density if field is None else (lambda p, f=field: f.density(p)),
+                density_fn=(field or self.model).density,
             )
             for k, v in out.items():
                 if k != "n_samples":
