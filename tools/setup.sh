@@ -43,7 +43,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "n3f setup: installing n3f${extras} into .venv (first run takes a few minutes: PyTorch is large)"
 log=.venv/n3f-pip-install.log
-if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".${extras}" >"$log" 2>&1; then
+if ! .venv/bin/python -m pip install --disable-pip-version-check --no-cache-dir -e ".${extras}" >"$log" 2>&1; then
   grep -v "^WARNING: Location" "$log" | tail -40 >&2
   echo "n3f setup: pip install failed (full log: $log)" >&2
   exit 1
