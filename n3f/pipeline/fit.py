@@ -54,6 +54,11 @@ class FitConfig:
         lr: Adam learning rate (hash table and MLPs).
         feature_weight: lambda of the feature loss.
         feature_grad_to_geometry: let the feature loss reach the densities.
+        feature_whitening: exponent w of the per-channel feature-loss weights var_k^-w (normalised
+            to mean 1). The teacher's PCA channels fall off in variance (60x on the demo), and
+            plain MSE (w = 0) lets the student skip the low-variance tail, which is where
+            objects of one kind differ; w = 1 weighs every channel's relative error equally.
+        code_dim: size of the geometry code that feeds the colour and feature heads.
         grid_resolution: occupancy-grid cells per axis.
         grid_update_every: steps between occupancy-grid refreshes.
         grid_decay: decay of a cell's running density per refresh (nerfacc uses 0.95 over ~20k
@@ -71,6 +76,9 @@ class FitConfig:
             dependence).
         grid_warmup: steps before the first refresh (every cell counts as occupied until then, so
             surfaces can form before empty space is carved).
+        aabb_margin: the scene box grown by this share of its half-size on every side before the
+            field and grid are laid over it, so surfaces lying on the box (an enclosed room's
+            walls) have room for their density ramp instead of ending at the last sample.
         march_steps: samples across the box diagonal (sets the marching step).
         eval_every: steps between evaluations of held-out frames (0: only at the end).
         eval_frames: held-out frames evaluated during training (all at the end).
@@ -92,6 +100,8 @@ class FitConfig:
     lr: float = 1e-2
     feature_weight: float = 0.04
     feature_grad_to_geometry: bool = False
+    feature_whitening: float = 0.0
+    code_dim: int = 31
     grid_resolution: int = 128
     grid_update_every: int = 8
     grid_decay: float = 0.8
@@ -103,6 +113,7 @@ class FitConfig:
     distortion_weight: float = 0.0
     density_bias: float = -1.0
     sh_degree: int = 4
+    aabb_margin: float = 0.0
     march_steps: int = 512
     eval_every: int = 1000
     eval_frames: int = 3
@@ -126,6 +137,23 @@ class TrainData:
     features: torch.Tensor  # (n, h, w, D) float16, divided by feature_scale
     geometry: dict
     feature_scale: float
+    feature_loss_weights: torch.Tensor  # (D,) per-channel weights of the feature loss, mean 1
+
+
+def feature_loss_weights(features: np.ndarray, whitening: float) -> torch.Tensor:
+    """Per-channel weights ``var_k ** -whitening`` of the feature loss, normalised to mean 1.
+
+    Args:
+        features: (..., D) training features.
+        whitening: 0 gives equal weights (plain MSE); 1 divides each channel's squared error by
+            its variance.
+
+    Returns:
+        (D,) float32.
+    """
+    var = features.reshape(-1, features.shape[-1]).astype(np.float64).var(0)
+    w = np.maximum(var, 1e-12 * max(float(var.max()), 1e-30)) ** -float(whitening)
+    return torch.from_numpy((w / w.mean()).astype(np.float32))
 
 
 def sample_features(features: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, geometry: dict) -> torch.Tensor:
@@ -182,7 +210,9 @@ class Trainer:
         if scene.contraction == "ndc":
             self.space = NDCSpace.from_frames(scene.frames)
         else:
-            self.space = BoxSpace(torch.tensor(scene.aabb, dtype=torch.float32))
+            aabb = torch.tensor(scene.aabb, dtype=torch.float32)
+            pad = (aabb[1] - aabb[0]) / 2 * config.aabb_margin
+            self.space = BoxSpace(torch.stack([aabb[0] - pad, aabb[1] + pad]))
         box = self.space.aabb
         self.step_size = float((box[1] - box[0]).norm()) / config.march_steps
         student = StudentConfig(
@@ -191,6 +221,7 @@ class Trainer:
             backend=config.backend,
             density_bias=config.density_bias,
             sh_degree=config.sh_degree,
+            code_dim=config.code_dim,
         )
         self.model = StudentField(student, box).to(self.device)
         self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)
@@ -222,6 +253,7 @@ class Trainer:
             features=torch.from_numpy((train_feats / scale).astype(np.float16)),
             geometry=self.cache.meta["geometry"],
             feature_scale=scale,
+            feature_loss_weights=feature_loss_weights(train_feats, self.config.feature_whitening),
         )
 
     # ------------------------------------------------------------------ one step
@@ -268,7 +300,7 @@ class Trainer:
             return_samples=cfg.distortion_weight > 0,
         )
         rgb_loss = torch.mean((out["rgb"] - target_rgb.to(self.device)) ** 2)
-        feat_loss = torch.mean((out["feature"] - target_feat.to(self.device)) ** 2)
+        feat_loss = torch.mean((out["feature"] - target_feat.to(self.device)) ** 2 * self.data.feature_loss_weights.to(self.device))
         loss = rgb_loss + cfg.feature_weight * feat_loss
         if cfg.distortion_weight > 0:
             from n3f.render.volume import distortion_loss

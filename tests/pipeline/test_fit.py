@@ -125,3 +125,19 @@ def test_render_command_and_view_consistency(short_run, tmp_path):
     assert len(xy_a) > 20 and xy_a.shape == xy_b.shape
     result = view_consistency(trainer, [(0, 2)])
     assert -1 <= result["teacher"] <= 1 and -1 <= result["student"] <= 1 and result["pairs"] == len(xy_a)
+
+
+def test_feature_loss_weights_whiten_the_channels():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    std = np.array([2.0, 1.0, 0.5, 0.25])
+    feats = rng.normal(size=(5000, 4)) * std
+    plain = fit_module.feature_loss_weights(feats, 0.0)
+    assert torch.equal(plain, torch.ones(4))
+    white = fit_module.feature_loss_weights(feats, 1.0).numpy()
+    var = feats.var(0)
+    # weights are 1/var normalised to mean 1: the weighted variances are all equal
+    np.testing.assert_allclose(white * var, np.full(4, np.mean(white * var)), rtol=1e-5)
+    np.testing.assert_allclose(white.mean(), 1.0, rtol=1e-6)
+    assert white[3] / white[0] == pytest.approx(var[0] / var[3], rel=1e-5)
