@@ -208,6 +208,92 @@ def inspect_command(
     _print_summary(loaded, sheet)
 
 
+@app.command("preprocess")
+def preprocess_command(
+    out: Annotated[Path, typer.Option("--out", "--output", "-o", help="Scene folder to create (must not exist, or be empty).")],
+    images: Annotated[Path | None, typer.Option("--images", help="Folder of photos (png, jpg...) of one scene.")] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="Video file (mp4, mov, avi... anything OpenCV/FFmpeg decodes).")] = None,
+    fps: Annotated[float, typer.Option("--fps", help="Video frames kept per second of video.")] = 2.0,
+    downscale: Annotated[int, typer.Option("--downscale", help="Shrink frames or photos by this integer factor before SfM.")] = 1,
+    blur_ratio: Annotated[
+        float,
+        typer.Option(
+            "--blur-ratio",
+            help="Drop a video frame whose sharpness (variance of the Laplacian) is below this fraction of the median of its 3 neighbours on each side; 0 keeps all.",
+        ),
+    ] = 0.5,
+    matcher: Annotated[
+        str,
+        typer.Option(
+            "--matcher",
+            help="auto (exhaustive up to 100 images, else sequential for a video, vocabtree for photos), exhaustive, sequential or vocabtree.",
+        ),
+    ] = "auto",
+    loop_detection: Annotated[
+        bool,
+        typer.Option(
+            "--loop-detection/--no-loop-detection",
+            help="Sequential matching also matches frames with similar far-away frames (vocabulary built from the scene itself).",
+        ),
+    ] = True,
+    mapper: Annotated[str, typer.Option("--mapper", help="incremental (COLMAP) or global (GLOMAP).")] = "incremental",
+    camera_model: Annotated[
+        str,
+        typer.Option("--camera-model", help="Lens model fitted during mapping: SIMPLE_RADIAL, RADIAL, OPENCV, SIMPLE_PINHOLE or PINHOLE."),
+    ] = "SIMPLE_RADIAL",
+    camera_per_image: Annotated[
+        bool, typer.Option("--camera-per-image", help="Fit one camera per photo (photos from several cameras or zoom levels).")
+    ] = False,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for every stage (0 = all cores).")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show COLMAP's own log.")] = False,
+    quiet: QuietOpt = False,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of COLMAP's RANSAC, mapper and the vocabulary.")] = 0,
+) -> None:
+    """Recover camera poses from photos or a video (structure from motion) and write a scene folder.
+
+    Steps: frames from the video at --fps, blurry ones dropped (or the photos as they are); SIFT
+    features; matching; mapping (the largest model is kept); undistortion to a pinhole model. The
+    folder (images/, sparse/0/, distorted/, preprocess.json) is what --scene reads; it appears only
+    when every step succeeded.
+
+    Loop detection and vocabtree matching use a visual vocabulary built from the scene's own
+    features (COLMAP's pretrained one is a download, unavailable offline).
+
+    \b
+    Examples:
+      n3f preprocess --images photos/ --out scenes/desk
+      n3f preprocess --video walk.mp4 --fps 3 --downscale 2 --out scenes/kitchen
+      n3f preprocess --images photos/ --mapper global --out scenes/desk-glomap
+      n3f inspect --scene scenes/desk
+    """
+    from n3f.scene.preprocess import PreprocessOptions, preprocess
+    from n3f.scene.preprocess.options import SfmOptions
+
+    sfm = SfmOptions(
+        matcher=matcher,
+        loop_detection=loop_detection,
+        mapper=mapper,
+        camera_model=camera_model,
+        single_camera=not camera_per_image,
+        threads=threads,
+        seed=seed,
+        verbose=verbose,
+        quiet=quiet,
+    )
+    options = PreprocessOptions(fps=fps, downscale=downscale, blur_ratio=blur_ratio, sfm=sfm)
+    summary = preprocess(out, images=images, video=video, options=options)
+    result = summary["sfm"]
+    if "frames" in summary:
+        frames = summary["frames"]
+        print(
+            f"frames:     {frames['sampled']} sampled at {fps:g} fps from {frames['source_frames']} video frames "
+            f"({frames['source_fps']:.3g} fps), {len(frames['rejected'])} blurry ones dropped"
+        )
+    print(f"registered: {result['registered']} of {result['images']} images ({result['matcher']} matching, {result['mapper']} mapping)")
+    print(f"reprojection error: {result['mean_reprojection_error_px']:.3f} px (mean), {result['points']} points")
+    print(f"scene:      {out}  (try: n3f inspect --scene {out})")
+
+
 def _device(name: str) -> str:
     if name != "auto":
         return name

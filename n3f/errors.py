@@ -20,3 +20,15 @@ class SceneError(N3FError):
 
 class ImageReadError(SceneError):
     """An image file is missing or cannot be decoded; the message names the file."""
+
+
+class PreprocessError(N3FError):
+    """Frames could not be prepared or structure from motion failed; the message says what to try."""
+
+
+class VideoReadError(PreprocessError):
+    """A video file is missing or cannot be decoded; the message names the file."""
+
+
+class RegistrationError(PreprocessError):
+    """Structure from motion registered too few images; the message suggests what to change."""
