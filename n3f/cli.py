@@ -405,6 +405,14 @@ def fit_command(
             "--feature-grad-to-geometry", help="Let the feature loss reach the densities (off: rendering weights detached for features)."
         ),
     ] = False,
+    feature_whitening: Annotated[
+        float,
+        typer.Option(
+            "--feature-whitening",
+            help="Feature-loss weight of each teacher channel: variance^-w. 1 makes the student learn the low-variance "
+            "PCA channels that tell objects apart; 0 is plain MSE.",
+        ),
+    ] = 1.0,
     samples: Annotated[int, typer.Option("--samples", help="Samples per step; the ray batch adapts to it.")] = 1 << 16,
     grid: Annotated[str, typer.Option("--grid", help="Hash-grid size: cpu (12 levels, 2^17 rows) or ngp (16 levels, 2^19).")] = "",
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between held-out evaluations (0: at the end only).")] = 1000,
@@ -443,6 +451,7 @@ def fit_command(
         lr=lr,
         feature_weight=feature_weight,
         feature_grad_to_geometry=feature_grad_to_geometry,
+        feature_whitening=feature_whitening,
         eval_every=eval_every,
         device=dev,
         seed=seed,

@@ -100,7 +100,7 @@ class FitConfig:
     lr: float = 1e-2
     feature_weight: float = 0.04
     feature_grad_to_geometry: bool = False
-    feature_whitening: float = 0.0
+    feature_whitening: float = 1.0
     code_dim: int = 31
     grid_resolution: int = 128
     grid_update_every: int = 8
