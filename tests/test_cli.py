@@ -34,7 +34,7 @@ def test_scenes_json_lists_catalog():
     out = run_n3f("scenes", "--json")
     assert out.returncode == 0, out.stderr
     names = {s["name"]: s for s in json.loads(out.stdout)["scenes"]}
-    expected = {"demo/tabletop", "llff/fern"} | {
+    expected = {"demo/tabletop", "demo/kitchen_dynamic", "llff/fern"} | {
         f"epic_kitchens/{v}" for v in "P01_01 P03_04 P04_01 P05_01 P06_03 P08_01 P09_02 P13_03 P16_01 P21_01".split()
     }
     assert expected <= set(names)

@@ -11,7 +11,7 @@ split rule. Keys::
     downscale   = 1          # load images at 1/downscale
     holdout     = 8          # every n-th frame is a test frame when the format has no split
     get         = "where to download the data (shown when it is missing)"
-    generator   = "tabletop" # procedural scenes only; rendered into path on first use
+    generator   = "tabletop" # procedural scenes only ("tabletop", "kitchen_dynamic"); rendered into path on first use
     [options]               # generator options (procedural) or per-scene defaults for later stages
 
 ``--scene`` takes a catalog name, an alias, or a path to a scene folder.
@@ -68,16 +68,33 @@ class Recipe:
         """Folders where the data may be, in the order they are tried."""
         path = self.path
         if self.generator:
-            from n3f.scene.synthetic import GENERATOR_VERSION
-
             if seed not in (None, self.options.get("seed", 0)):
                 path = f"{path}-seed{seed}"
-            path = f"{path}-v{GENERATOR_VERSION}"
+            generator = procedural_generators().get(self.generator)
+            if generator is not None:
+                path = f"{path}-v{generator[2]}"
         return [data_root() / path] + [(REPO_ROOT / f).resolve() for f in self.fallback]
 
     def locate(self, seed: int | None = None) -> Path | None:
         """The first existing candidate folder, or None."""
         return next((p for p in self.candidates(seed) if p.is_dir()), None)
+
+
+def procedural_generators() -> dict[str, tuple[type, Callable, str]]:
+    """The procedural scene generators a recipe's ``generator`` may name.
+
+    Returns:
+        ``{name: (config dataclass, render(folder, config, progress=...) -> folder, version tag)}``;
+        the version tag ends the rendered folder's name, so a data root never serves a scene
+        rendered by older code.
+    """
+    from n3f.scene.dynamic import DYNAMIC_VERSION, KitchenDynamicConfig, render_kitchen_dynamic
+    from n3f.scene.synthetic import GENERATOR_VERSION, TabletopConfig, render_tabletop
+
+    return {
+        "tabletop": (TabletopConfig, render_tabletop, f"{GENERATOR_VERSION}"),
+        "kitchen_dynamic": (KitchenDynamicConfig, render_kitchen_dynamic, f"{GENERATOR_VERSION}.{DYNAMIC_VERSION}"),
+    }
 
 
 def load_catalog() -> dict[str, Recipe]:
@@ -127,20 +144,22 @@ def ensure_procedural(recipe: Recipe, seed: int | None = None, progress: Callabl
     if folder is not None:
         return folder
     folder = recipe.candidates(seed)[0]
-    if recipe.generator == "tabletop":
-        from n3f.scene.synthetic import TabletopConfig, render_tabletop
-
-        options = dict(recipe.options)
-        if seed is not None:
-            options["seed"] = seed
-        if "exclude" in options:
-            options["exclude"] = tuple(options["exclude"])
-        try:
-            config = TabletopConfig(**options)
-        except TypeError as exc:
-            raise SceneError(f"catalog recipe {recipe.file}: bad [options] for the tabletop generator: {exc}") from exc
-        return render_tabletop(folder, config, progress=progress)
-    raise SceneError(f"catalog recipe {recipe.file} names unknown generator {recipe.generator!r}")
+    generator = procedural_generators().get(recipe.generator)
+    if generator is None:
+        raise SceneError(
+            f"catalog recipe {recipe.file} names unknown generator {recipe.generator!r}; known: {sorted(procedural_generators())}"
+        )
+    config_class, render, _ = generator
+    options = dict(recipe.options)
+    if seed is not None:
+        options["seed"] = seed
+    if "exclude" in options:
+        options["exclude"] = tuple(options["exclude"])
+    try:
+        config = config_class(**options)
+    except TypeError as exc:
+        raise SceneError(f"catalog recipe {recipe.file}: bad [options] for the {recipe.generator} generator: {exc}") from exc
+    return render(folder, config, progress=progress)
 
 
 def load_scene(spec: str | Path, seed: int | None = None, downscale: int | None = None, progress: Callable | None = None) -> Scene:

@@ -1,6 +1,7 @@
 """A small exact ray caster over analytic primitives (numpy), used to render procedural scenes.
 
-Every primitive lives in a local frame given by a yaw about the world z axis and a translation.
+Every primitive lives in a local frame given by a yaw about the world z axis (or any rotation) and
+a translation.
 Intersections are closed-form, so depth and instance masks are exact at the pixel centres.
 
 All functions take ray origins ``o`` and directions ``d`` as (N, 3) float64 arrays; directions need
@@ -113,16 +114,22 @@ class Primitive:
         params: the shape's parameters in its local frame.
         position: (3,) local origin in the world.
         yaw: rotation about world z, radians.
+        orientation: optional (3, 3) local-to-world rotation that replaces ``yaw`` (for solids
+            that are not upright, e.g. ones attached to a camera).
     """
 
     kind: str
     params: dict
     position: np.ndarray
     yaw: float = 0.0
+    orientation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.position = np.asarray(self.position, dtype=np.float64)
-        self.rotation = yaw_matrix(self.yaw)
+        if self.orientation is None:
+            self.rotation = yaw_matrix(self.yaw)
+        else:
+            self.rotation = np.asarray(self.orientation, dtype=np.float64).reshape(3, 3)
 
     def to_local(self, points: np.ndarray) -> np.ndarray:
         """World points (N, 3) to this primitive's local frame."""

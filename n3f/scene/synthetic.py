@@ -211,6 +211,18 @@ def _material(name: str, colour, p: np.ndarray, n: np.ndarray, noise: Noise) -> 
         return out
     if name == "plain":
         return np.tile(colour, (len(p), 1)) * (0.9 + 0.1 * noise(x * 8, y * 8 + z * 8))[:, None]
+    if name == "sponge":  # demo/kitchen_dynamic's moving object: foam under a scouring pad
+        pores = noise(x * 250 + z * 90, y * 250 + z * 90, octaves=1)
+        out = colour * (0.95 - 0.35 * (pores > 0.72))[:, None]
+        pad = z > 0.035
+        out[pad] = _mix([0.05, 0.3, 0.12], [0.15, 0.5, 0.2], noise(x[pad] * 120, y[pad] * 120 + z[pad] * 60, octaves=2))
+        return out
+    if name == "skin":  # demo/kitchen_dynamic's hand (local z along the arm, wrist at z = 0)
+        out = colour * (0.9 + 0.12 * noise(x * 25 + 3.0, y * 25 + z * 25))[:, None]
+        sleeve = z < -0.04
+        knit = 0.5 + 0.5 * np.sin(np.arctan2(y[sleeve], x[sleeve]) * 24)
+        out[sleeve] = _mix([0.16, 0.2, 0.35], [0.24, 0.3, 0.48], knit * 0.6 + 0.4 * noise(x[sleeve] * 60, z[sleeve] * 60))
+        return out
     raise ValueError(f"unknown material {name!r}")
 
 

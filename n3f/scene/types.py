@@ -78,6 +78,9 @@ class Frame:
         near: optional near bound along the optical axis, normalised units.
         far: optional far bound along the optical axis, normalised units.
         frame_id: the source format's identifier for the frame (EPIC-Diff id, COLMAP image id...).
+        time: optional capture time of the frame in a video, normalised to [0, 1] over the sequence
+            (first frame 0, last 1); set by scenes with moving content (``demo/kitchen_dynamic``).
+            A per-frame embedding is looked up by the frame's index in ``Scene.frames``.
     """
 
     image_path: Path
@@ -93,6 +96,7 @@ class Frame:
     near: float | None = None
     far: float | None = None
     frame_id: int | str | None = None
+    time: float | None = None
 
     def __post_init__(self) -> None:
         self.image_path = Path(self.image_path)

@@ -5,7 +5,8 @@
     {"format": "n3f-scene", "version": 1, "name": "...",
      "frames": [{"file": "images/0000.png", "K": 3x3, "c2w": 4x4 OpenCV camera-to-world,
                  "width": W, "height": H, "split": "train"|"val"|"test",
-                 "mask": "masks/0000.png", "depth": "depth/0000.npy", "near": z, "far": z, "id": ...}],
+                 "mask": "masks/0000.png", "depth": "depth/0000.npy", "near": z, "far": z, "id": ...,
+                 "time": t in [0, 1] (optional; frames of a video with moving content)}],
      "content_box": [[xmin, ymin, zmin], [xmax, ymax, zmax]] | null,
      "contraction": "none"|"ndc"|"sphere", "objects": [...], ...extras}
 
@@ -66,6 +67,7 @@ def write_scene_json(folder: Path, scene: Scene, content_box: np.ndarray | None 
             ("near", f.near),
             ("far", f.far),
             ("id", f.frame_id),
+            ("time", f.time),
         ):
             if value is not None:
                 entry[key] = value
@@ -83,6 +85,15 @@ def write_scene_json(folder: Path, scene: Scene, content_box: np.ndarray | None 
     path = folder / "scene.json"
     atomic_write_json(path, doc)
     return path
+
+
+def _time(value, where: str, path: Path) -> float | None:
+    """A frame's optional ``time``: a number in [0, 1], or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise SceneError(f"{path}: {where} has time {value!r}; it must be a number in [0, 1]")
+    return float(value)
 
 
 def read_native(folder: Path, name: str | None = None) -> Scene:
@@ -136,6 +147,7 @@ def read_native(folder: Path, name: str | None = None) -> Scene:
                 near=e.get("near"),
                 far=e.get("far"),
                 frame_id=e.get("id", i),
+                time=_time(e.get("time"), where, path),
             )
         )
     box = doc.get("content_box")
