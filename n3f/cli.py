@@ -565,6 +565,14 @@ BoxOpt = Annotated[str, typer.Option("--box", help="Query patch x0,y0,x1,y1 in p
 PointOpt = Annotated[str, typer.Option("--point", help="Query point x,y in pixels; the patch is --size pixels around it.")]
 SizeOpt = Annotated[int, typer.Option("--size", help="Side of the patch around --point, in pixels.")]
 StrideOpt = Annotated[int, typer.Option("--map-stride", help="Student maps are rendered at 1/stride resolution (cached in RUN/maps).")]
+CompositeOpt = Annotated[
+    str,
+    typer.Option(
+        "--composite",
+        help="Student features and depth from the samples at each ray's most visible surface (surface, robust to the "
+        "fog of short fits) or volume-rendered over the whole ray as in N3F (volume).",
+    ),
+]
 
 
 def _patch(scene, frame: str, box: str, point: str, size: int):
@@ -597,6 +605,7 @@ def query_command(
     ] = False,
     best: Annotated[int, typer.Option("--best", help="Frames on the contact sheet.")] = 12,
     map_stride: StrideOpt = 4,
+    composite: CompositeOpt = "surface",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -620,7 +629,7 @@ def query_command(
 
     if source not in SOURCES:
         raise N3FError(f"unknown --source {source!r}; use student or teacher")
-    trainer, maps = _run_with_maps(run, map_stride, quiet)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
     patch = _patch(trainer.scene, frame, box, point, size)
     ids = select_frames(trainer.scene, frames)
     out = output or Path(run) / "queries" / f"{_time.strftime('%Y%m%d-%H%M%S')}-f{patch.frame}-{source}"
@@ -638,6 +647,7 @@ def evaluate_command(
     refs: Annotated[int, typer.Option("--refs", help="Reference frames per object.")] = 3,
     patch: Annotated[int, typer.Option("--patch", help="Side of each reference query patch, in pixels.")] = 8,
     map_stride: StrideOpt = 4,
+    composite: CompositeOpt = "surface",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -651,7 +661,7 @@ def evaluate_command(
     from n3f.pipeline.evaluate import evaluate_run, markdown_table, write_evaluation
     from n3f.progress import make_progress
 
-    trainer, maps = _run_with_maps(run, map_stride, quiet)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
     result = evaluate_run(trainer, maps, refs, patch, progress=make_progress(quiet))
     path = write_evaluation(run, result)
     print(markdown_table(result))
@@ -670,6 +680,7 @@ def export_command(
     clusters: Annotated[int, typer.Option("--clusters", help="Export every object found by k-means on the features as its own PLY.")] = 0,
     voxel: Annotated[float, typer.Option("--voxel", help="Voxel size in normalised scene units (the scene box spans about 2).")] = 0.01,
     map_stride: StrideOpt = 4,
+    composite: CompositeOpt = "surface",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -691,7 +702,7 @@ def export_command(
 
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise N3FError(f"{out} already exists; n3f never overwrites results")
-    trainer, maps = _run_with_maps(run, map_stride, quiet)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
     points = scene_points(trainer.scene, maps, voxel=voxel)
     basis = points_pca_basis(points.features)
     if clusters:
@@ -722,6 +733,7 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8765,
     map_stride: StrideOpt = 4,
+    composite: CompositeOpt = "surface",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -734,7 +746,7 @@ def serve_command(
     """
     from n3f.serve.server import QueryService, make_server
 
-    trainer, maps = _run_with_maps(run, map_stride, quiet)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
     server = make_server(QueryService(trainer, maps, _points_or_warning(trainer, maps)), host, port)
     h, p = server.server_address[:2]
     print(f"n3f serve: http://{h}:{p}/  ({trainer.scene.name}, {len(trainer.scene.frames)} frames); Ctrl-C to stop", flush=True)
@@ -758,14 +770,14 @@ def _edited_field(trainer, frame: str, box: str, point: str, size: int, threshol
     return field
 
 
-def _run_with_maps(run: Path, map_stride: int, quiet: bool):
+def _run_with_maps(run: Path, map_stride: int, quiet: bool, composite: str = "surface"):
     """Load a run and its rendered maps (rendering them on first use): (trainer, maps)."""
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.maps import student_maps
     from n3f.progress import make_progress
 
     trainer = load_run(run, quiet=quiet)
-    return trainer, student_maps(trainer, map_stride, progress=make_progress(quiet))
+    return trainer, student_maps(trainer, map_stride, progress=make_progress(quiet), composite=composite)
 
 
 def _points_or_warning(trainer, maps):

@@ -119,7 +119,14 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
             sims = engine.similarity(vector, source, held)
             ap = average_precision(np.concatenate([sims[i].reshape(-1) for i in held]), labels[oid])
             retrieval[source].setdefault(names[oid], []).append(ap)
-    result = {"step": trainer.step, "scene": scene.name, "teacher": trainer.cache.teacher, "references": references, "retrieval": {}}
+    result = {
+        "step": trainer.step,
+        "scene": scene.name,
+        "teacher": trainer.cache.teacher,
+        "student_composite": maps.composite,
+        "references": references,
+        "retrieval": {},
+    }
     for source, per in retrieval.items():
         per_object = {k: float(np.mean(v)) for k, v in per.items()}
         result["retrieval"][source] = {
@@ -161,7 +168,8 @@ def markdown_table(result: dict) -> str:
     t, s = result["retrieval"]["teacher"], result["retrieval"]["student"]
     seg = result.get("segmentation_3d", {}).get("per_object", {})
     lines = [
-        f"Evaluation of {result['scene']} at step {result['step']} (teacher {result['teacher']}); held-out PSNR {result['psnr']:.2f} dB",
+        f"Evaluation of {result['scene']} at step {result['step']} (teacher {result['teacher']}; student "
+        f"{result.get('student_composite', 'volume')} composite); held-out PSNR {result['psnr']:.2f} dB",
         "",
         "| object | teacher AP | student AP | 3D IoU |",
         "|---|---:|---:|---:|",

@@ -79,6 +79,9 @@ class FitConfig:
         aabb_margin: the scene box grown by this share of its half-size on every side before the
             field and grid are laid over it, so surfaces lying on the box (an enclosed room's
             walls) have room for their density ramp instead of ending at the last sample.
+        near_gradient_distance: samples closer than this to the camera (share of the scene box's
+            half-diagonal) pass on gradients scaled by (t / distance)^2, which starves the floaters
+            a NeRF grows right in front of its cameras (0 turns it off).
         march_steps: samples across the box diagonal (sets the marching step).
         eval_every: steps between evaluations of held-out frames (0: only at the end).
         eval_frames: held-out frames evaluated during training (all at the end).
@@ -114,6 +117,7 @@ class FitConfig:
     density_bias: float = -1.0
     sh_degree: int = 4
     aabb_margin: float = 0.0
+    near_gradient_distance: float = 0.0
     march_steps: int = 512
     eval_every: int = 1000
     eval_frames: int = 3
@@ -298,6 +302,7 @@ class Trainer:
             detach_weights=detach,
             density_fn=self.model.density,
             return_samples=cfg.distortion_weight > 0,
+            near_gradient_distance=cfg.near_gradient_distance * self.step_size * cfg.march_steps / 2 or None,
         )
         rgb_loss = torch.mean((out["rgb"] - target_rgb.to(self.device)) ** 2)
         feat_loss = torch.mean((out["feature"] - target_feat.to(self.device)) ** 2 * self.data.feature_loss_weights.to(self.device))
@@ -334,10 +339,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def render_pixels(self, frame, xy: torch.Tensor, chunk: int = 8192, features: bool = True, field=None) -> dict[str, torch.Tensor]:
+    def render_pixels(
+        self, frame, xy: torch.Tensor, chunk: int = 8192, features: bool = True, field=None, surface_window: float | None = None
+    ) -> dict[str, torch.Tensor]:
         """Render the rays through pixel positions ``xy`` (N, 2) (continuous pixel coordinates,
         centres at +0.5) of a frame: ``rgb`` (N, 3), ``depth`` (N,) world distance along the ray,
-        ``opacity`` (N,) and ``feature`` (N, D). ``field`` replaces the student (edited renders)."""
+        ``opacity`` (N,) and ``feature`` (N, D). ``field`` replaces the student (edited renders).
+        ``surface_window`` (space units) adds the surface composites ``surface/<channel>``,
+        ``surface/depth`` (N,) and ``surface/share`` (N,) (see :func:`n3f.render.volume.surface_composite`)."""
         from n3f.render.rays import pixel_rays
         from n3f.render.render import render_rays
 
@@ -353,11 +362,13 @@ class Trainer:
                 self.grid,
                 self.step_size,
                 density_fn=(field or self.model).density,
+                surface_window=surface_window,
             )
             for k, v in out.items():
                 if k != "n_samples":
                     parts.setdefault(k, []).append(v.cpu())
-        return {k: torch.cat(v).squeeze(-1) if k in ("depth", "opacity") else torch.cat(v) for k, v in parts.items()}
+        scalar = ("depth", "opacity", "surface/depth", "surface/share")
+        return {k: torch.cat(v).squeeze(-1) if k in scalar else torch.cat(v) for k, v in parts.items()}
 
     @torch.no_grad()
     def render_frame(self, frame, chunk: int = 8192, features: bool = True, field=None) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from n3f.render.sampling import OccupancyGrid, march
-from n3f.render.volume import composite, render_weight_from_density
+from n3f.render.volume import composite, render_weight_from_density, surface_composite
 
 
 def render_rays(
@@ -27,6 +27,8 @@ def render_rays(
     density_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     min_transmittance: float = 1e-4,
     return_samples: bool = False,
+    surface_window: float | None = None,
+    near_gradient_distance: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render world rays.
 
@@ -42,6 +44,13 @@ def render_rays(
         density_fn: optional ``points -> sigma``; when given, a first pass without gradients drops
             samples hidden behind opaque surfaces (transmittance < ``min_transmittance``) or
             transparent (alpha < 1e-6) before the full field runs (nerfacc's visibility pruning).
+        near_gradient_distance: when given, the gradients reaching the field from samples closer
+            than this (space units) to the ray origin are scaled by ``(t / distance)^2``
+            (Philip and Deschaintre, "Floaters No More", 2023): a point near a camera covers many
+            of its pixels, so without the scaling it gets an outsized gradient and grows floaters.
+        surface_window: when given, also composite every channel near each ray's most visible
+            surface only (see :func:`~n3f.render.volume.surface_composite`; window in space units):
+            ``surface/<channel>``, ``surface/depth`` (world distance) and ``surface/share``.
 
     Returns:
         Composited channels (n_rays, C), ``opacity`` and ``depth`` (world distance along the ray),
@@ -64,10 +73,38 @@ def render_rays(
     t_mids = (t_starts + t_ends) / 2
     points = o[ray_indices] + t_mids[:, None] * d[ray_indices]
     values = field(points, dirs[ray_indices])
+    if near_gradient_distance is not None and torch.is_grad_enabled():
+        scale = (t_mids / near_gradient_distance).square().clamp(max=1.0)
+        values = {k: _scale_gradient(v, scale) for k, v in values.items()}
     weights, _, _ = render_weight_from_density(t_starts, t_ends, values.pop("sigma"), ray_indices)
     out = composite(weights, values, t_mids, ray_indices, n_rays, background=background, detach_weights=detach_weights)
+    if surface_window is not None:
+        surface = surface_composite(
+            weights.detach(), {k: v.detach() for k, v in values.items()}, t_mids, ray_indices, n_rays, surface_window
+        )
+        surface["depth"] = space.world_depth(origins, dirs, surface["depth"][:, 0])[:, None]
+        out.update({f"surface/{k}": v for k, v in surface.items()})
     out["depth"] = space.world_depth(origins, dirs, out["depth"][:, 0])[:, None]
     out["n_samples"] = torch.tensor(len(ray_indices))
     if return_samples:
         out["samples"] = {"weights": weights, "t_starts": t_starts, "t_ends": t_ends, "ray_indices": ray_indices}
     return out
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies each sample's gradient by its scale."""
+
+    @staticmethod
+    def forward(ctx, values, scale):
+        ctx.save_for_backward(scale)
+        return values.view_as(values)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * (scale if grad.dim() == 1 else scale[:, None]), None
+
+
+def _scale_gradient(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``values`` (n,) or (n, C) unchanged, with their gradient scaled per sample by ``scale`` (n,)."""
+    return _ScaleGradient.apply(values, scale)

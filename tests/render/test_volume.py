@@ -81,3 +81,55 @@ def test_distortion_loss_equals_the_double_sum():
         wr, mr = w[m], mids[m]
         brute = (wr[:, None] * wr[None] * (mr[:, None] - mr[None]).abs()).sum() + (wr**2 * (ends[m] - starts[m])).sum() / 3
         assert torch.allclose(got[r], brute, atol=1e-12)
+
+
+def test_surface_composite_keeps_only_the_most_visible_surface():
+    from n3f.render.volume import render_weight_from_density, surface_composite
+
+    # ray 0: thin fog (sigma 1) everywhere, a surface at t in [2.0, 2.1) (sigma 200) with value 5;
+    # ray 1: no samples at all.
+    t = torch.arange(0.0, 3.0, 0.01, dtype=torch.float64)
+    t_starts, t_ends = t, t + 0.01
+    sigma = torch.where((t >= 2.0) & (t < 2.1), 200.0, 1.0).double()
+    value = torch.where((t >= 2.0) & (t < 2.1), 5.0, -3.0).double()[:, None]
+    ray = torch.zeros(len(t), dtype=torch.long)
+    w, _, _ = render_weight_from_density(t_starts, t_ends, sigma, ray)
+    mids = t + 0.005
+    out = surface_composite(w, {"v": value}, mids, ray, 2, window=0.1)
+    # brute force: mode sample, then the renormalised window around it
+    mode = int(torch.argmax(w))
+    keep = (mids - mids[mode]).abs() <= 0.1
+    ref = (w[keep, None] * value[keep]).sum(0) / w[keep].sum()
+    assert abs(float(out["v"][0, 0]) - float(ref[0])) < 1e-12
+    assert abs(float(out["depth"][0, 0]) - float((w[keep] * mids[keep]).sum() / w[keep].sum())) < 1e-12
+    assert 1.9 < float(out["depth"][0, 0]) < 2.1
+    assert float(out["share"][0, 0]) == pytest.approx(float(w[keep].sum() / w.sum()), rel=1e-12)
+    # the plain composite is dragged towards the fog; the surface one is not
+    plain = (w[:, None] * value).sum(0) / w.sum()
+    assert float(plain[0]) < 2.0 < float(out["v"][0, 0])
+    assert float(out["share"][1, 0]) == 0.0 and float(out["v"][1, 0]) == 0.0
+
+
+def test_near_gradient_scaling_changes_gradients_not_values():
+    from n3f.render.render import render_rays
+    from n3f.render.spaces import BoxSpace
+
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4, requires_grad=True)
+
+    def field(points, dirs):
+        h = points @ weight[:, :3]
+        return {"sigma": torch.nn.functional.softplus(h[:, 0]) * 5, "rgb": torch.sigmoid(h[:, 1:])}
+
+    space = BoxSpace(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    o = torch.zeros(8, 3)
+    d = torch.nn.functional.normalize(torch.randn(8, 3), dim=-1)
+    outs, grads = [], []
+    for dist in (None, 0.5, 1e-9):
+        out = render_rays(field, o, d, space, None, 0.01, near_gradient_distance=dist)
+        (g,) = torch.autograd.grad(out["rgb"].sum() + out["depth"].sum(), weight)
+        outs.append(out["rgb"].detach())
+        grads.append(g)
+    assert torch.equal(outs[0], outs[1])  # forward untouched
+    assert not torch.allclose(grads[0], grads[1])  # near samples pass on less gradient
+    assert torch.allclose(grads[0], grads[2])  # a vanishing distance scales nothing
