@@ -34,7 +34,7 @@ SceneOpt = Annotated[
     typer.Option(
         "--scene",
         "-s",
-        help="A catalog name (see `n3f scenes`), an alias such as epic_kitchens/P01, or a path to a scene folder (COLMAP, LLFF, transforms.json, EPIC-Diff or n3f).",
+        help="A catalog name (see `n3f scenes`), an alias such as epic_kitchens/P01, or a path to a scene folder (COLMAP, LLFF, transforms.json, EPIC-Diff, EPIC Fields or n3f).",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]

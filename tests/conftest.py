@@ -58,3 +58,38 @@ def fitted_run(demo_dir, tmp_path_factory) -> Path:
         scene="demo/tabletop", downscale=4, steps=60, target_samples=8192, eval_every=0, grid_resolution=48, grid_warmup=16, seed=3
     )
     return fit(config, output=tmp_path_factory.mktemp("runs"), quiet=True)
+
+
+@pytest.fixture(scope="session")
+def epic_diff_dir(demo_scene, tmp_path_factory) -> Path:
+    """The demo written in NeuralDiff's exact EPIC-Diff layout at 32x24 (frames/, meta.json with
+    right-up-back poses and NeuralDiff's split rule, annotations/ of the test frames).
+
+    Annotations are the demo's exact instance masks with every object as the foreground (EPIC-Diff
+    marks all moving objects and hands as one foreground), 0/1 as NeuralDiff stores them; the last
+    test frame's annotation is left empty, which NeuralDiff reads as "not annotated".
+    """
+    import dataclasses
+
+    import cv2
+    import numpy as np
+
+    from n3f.scene.formats.epic_diff import epic_diff_split, write_epic_diff
+    from n3f.scene.images import load_frame_image, load_frame_mask
+    from n3f.scene.normalise import downscale_scene
+
+    small = downscale_scene(demo_scene, 8)  # small enough for a whole pipeline run in a test
+    staging = tmp_path_factory.mktemp("epic-diff-frames")
+    train, val, test = epic_diff_split(list(range(len(small))))
+    split_of = {**{i: "train" for i in train}, **{i: "val" for i in val}, **{i: "test" for i in test}}
+    frames = []
+    for i, f in enumerate(small.frames):
+        image = staging / f.name
+        cv2.imwrite(str(image), (load_frame_image(f)[:, :, ::-1] * 255 + 0.5).astype(np.uint8))
+        frames.append(dataclasses.replace(f, image_path=image, split=split_of[i]))
+    scene = small.replace(frames=frames)
+    annotations = {i: load_frame_mask(small.frames[i]) > 0 for i in test}
+    annotations[test[-1]] = np.zeros_like(annotations[test[-1]])
+    folder = tmp_path_factory.mktemp("EPIC-Diff") / "P00_00"
+    write_epic_diff(scene, folder, images="copy", annotations=annotations)
+    return folder

@@ -5,6 +5,13 @@ with a patch at the object's centre (the mask pixel farthest from its border), r
 of every held-out frame by similarity, and take the average precision against that object's mask;
 mAP is the mean over references and objects. Teacher and student run the same protocol.
 
+Only held-out frames with a mask are scored. Scenes annotated with a foreground mask rather than
+instance ids (EPIC-Diff: ``metadata["mask_kind"] == "foreground"``) have one object, the
+foreground, and follow NeuralDiff's rule that a frame whose mask is empty is not annotated, so it
+is not scored. Their annotations exist on test frames only, so when no training frame has a mask
+the references are picked among the scored frames instead, and each reference's own frame is left
+out of its ranking (leave-one-out), so a query never finds itself.
+
 3D segmentation: the scene's point cloud from the field, segmented with the student's query from
 the first reference (Otsu threshold + the DBSCAN cluster at the clicked point), scored by IoU against the points
 that lie inside the object's exact 3D box (scenes that record boxes, like the demo).
@@ -26,17 +33,40 @@ def object_ids(scene) -> list[int]:
     return [int(o["id"]) for o in scene.objects if "id" in o]
 
 
-def reference_patches(scene, object_id: int, n_refs: int = 3, size: int = 8) -> list:
-    """Query patches for an object: ``n_refs`` training frames spread over those where it is most
-    visible, each with a ``size``-pixel box at the mask pixel farthest from the mask's border."""
+def object_mask(scene, index: int) -> np.ndarray | None:
+    """The mask of frame ``index`` as evaluation reads it, or None: (H, W) int32 instance ids, or
+    0/1 for scenes whose masks are foreground annotations (``metadata["mask_kind"]``)."""
+    from n3f.scene.images import load_frame_mask
+
+    return load_frame_mask(scene.frames[index], foreground=scene.metadata.get("mask_kind") == "foreground")
+
+
+def scored_frames(scene) -> tuple[list[int], list[int]]:
+    """(scored, reference candidates): held-out (test, then val) frames with a mask, and the
+    training frames with a mask, or the scored frames themselves when no training frame has one
+    (foreground-annotated scenes: empty annotations are dropped from both; this reads the masks)."""
+    held = [i for i in scene.split_indices("test") + scene.split_indices("val") if scene.frames[i].mask_path is not None]
+    train = [i for i in scene.split_indices("train") if scene.frames[i].mask_path is not None]
+    if scene.metadata.get("mask_kind") == "foreground":
+        held = [i for i in held if object_mask(scene, i).any()]
+        train = [i for i in train if object_mask(scene, i).any()]
+    return held, (train or held)
+
+
+def reference_patches(scene, object_id: int, n_refs: int = 3, size: int = 8, frames: list[int] | None = None) -> list:
+    """Query patches for an object: ``n_refs`` frames spread over those where it is most visible,
+    each with a ``size``-pixel box at the mask pixel farthest from the mask's border.
+
+    Args:
+        frames: candidate frame indices (default: the training frames).
+    """
     import cv2
 
     from n3f.pipeline.query import Patch, point_box
-    from n3f.scene.images import load_frame_mask
 
     seen = []
-    for i in scene.split_indices("train"):
-        mask = load_frame_mask(scene.frames[i])
+    for i in scene.split_indices("train") if frames is None else frames:
+        mask = object_mask(scene, i)
         if mask is None:
             continue
         m = (mask == object_id).astype(np.uint8)
@@ -85,45 +115,46 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
     from n3f.pipeline.pointcloud import scene_points, segment
     from n3f.pipeline.query import QueryEngine
     from n3f.pipeline.query_report import point_similarity
-    from n3f.scene.images import load_frame_mask
 
     scene = trainer.scene
     ids = object_ids(scene)
-    held = scene.split_indices("test") + scene.split_indices("val")
-    if not ids or not held or any(scene.frames[i].mask_path is None for i in held):
+    held, candidates = scored_frames(scene) if ids else ([], [])
+    if not held:
         raise N3FError(
             f"scene {scene.name!r} has no object masks on its held-out frames, so retrieval cannot be scored; "
             "use a scene with masks (demo/tabletop, or EPIC-Diff with annotations/)"
         )
-    masks = {i: load_frame_mask(scene.frames[i]) for i in held}
+    leave_one_out = candidates == held
+    masks = {i: object_mask(scene, i) for i in held}
     engine = QueryEngine(trainer, maps)
     names = {int(o["id"]): o.get("name", str(o["id"])) for o in scene.objects if "id" in o}
     retrieval = {s: {} for s in ("teacher", "student")}
     references = {}
     # the first reference of each object also queries the 3D segmentation below
-    patches = {oid: reference_patches(scene, oid, n_refs, patch) for oid in ids}
+    patches = {oid: reference_patches(scene, oid, n_refs, patch, frames=candidates) for oid in ids}
     student_vectors: dict = {}
     work = [(oid, p) for oid in ids for p in patches[oid]]
     it = progress(work, "retrieval queries", len(work)) if progress else work
-    labels: dict[int, np.ndarray] = {}
     for oid, p in it:
         references.setdefault(names[oid], []).append({"frame": p.frame, "box": list(p.box)})
-        if oid not in labels:
-            labels[oid] = np.concatenate([(masks[i] == oid).reshape(-1) for i in held])
-        if not labels[oid].any():
+        ranked = [i for i in held if not (leave_one_out and i == p.frame)]
+        labels = np.concatenate([(masks[i] == oid).reshape(-1) for i in ranked]) if ranked else np.zeros(0, bool)
+        if not labels.any():
             continue
         for source in ("teacher", "student"):
             vector = engine.vector(p, source)
             if source == "student":
                 student_vectors[p] = vector
-            sims = engine.similarity(vector, source, held)
-            ap = average_precision(np.concatenate([sims[i].reshape(-1) for i in held]), labels[oid])
+            sims = engine.similarity(vector, source, ranked)
+            ap = average_precision(np.concatenate([sims[i].reshape(-1) for i in ranked]), labels)
             retrieval[source].setdefault(names[oid], []).append(ap)
     result = {
         "step": trainer.step,
         "scene": scene.name,
         "teacher": trainer.cache.teacher,
         "student_composite": maps.composite,
+        "scored_frames": held,
+        "references_from": "held-out frames, leave-one-out" if leave_one_out else "training frames",
         "references": references,
         "retrieval": {},
     }
@@ -170,6 +201,8 @@ def markdown_table(result: dict) -> str:
     lines = [
         f"Evaluation of {result['scene']} at step {result['step']} (teacher {result['teacher']}; student "
         f"{result.get('student_composite', 'volume')} composite); held-out PSNR {result['psnr']:.2f} dB",
+        "",
+        f"Retrieval over {len(result.get('scored_frames', []))} held-out frames with masks; references from {result.get('references_from', 'training frames')}.",
         "",
         "| object | teacher AP | student AP | 3D IoU |",
         "|---|---:|---:|---:|",

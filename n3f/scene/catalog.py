@@ -4,7 +4,7 @@ A recipe names a scene's format, where its data lives relative to the data root,
 split rule. Keys::
 
     description = "one line for `n3f scenes`"
-    format      = "llff" | "colmap" | "transforms" | "epic_diff" | "n3f" | "auto" | "procedural"
+    format      = "llff" | "colmap" | "transforms" | "epic_diff" | "epic_fields" | "n3f" | "auto" | "procedural"
     path        = "folder relative to $N3F_DATA"
     fallback    = ["folders relative to the repository root, tried when path is absent"]
     aliases     = ["short/name"]

@@ -67,18 +67,29 @@ def load_frame_image(frame: Frame) -> np.ndarray:
     return image
 
 
-def load_frame_mask(frame: Frame) -> np.ndarray | None:
+def load_frame_mask(frame: Frame, foreground: bool = False) -> np.ndarray | None:
     """The frame's instance mask at the frame's size, or None when it has none.
 
+    Args:
+        frame: the frame.
+        foreground: read a foreground annotation instead of instance ids (EPIC-Diff's
+            ``annotations/``, scenes with ``metadata["mask_kind"] == "foreground"``): the file is
+            decoded with PIL as NeuralDiff reads it (palette indices, 0/1 or 0/255 values, any
+            channel of a colour image) and every non-zero pixel becomes 1.
+
     Returns:
-        (frame.height, frame.width) int32 instance ids (0 = background), nearest-neighbour resized.
+        (frame.height, frame.width) int32 instance ids (0 = background; 0/1 with ``foreground``),
+        nearest-neighbour resized.
     """
     import cv2
 
     if frame.mask_path is None:
         return None
     path = Path(frame.mask_path)
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
+    if foreground:
+        mask = _read_foreground(path)
+    else:
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
     if mask is None:
         raise ImageReadError(f"cannot read mask {path}")
     if mask.ndim == 3:
@@ -86,6 +97,20 @@ def load_frame_mask(frame: Frame) -> np.ndarray | None:
     if mask.shape != (frame.height, frame.width):
         mask = cv2.resize(mask, (frame.width, frame.height), interpolation=cv2.INTER_NEAREST)
     return mask.astype(np.int32)
+
+
+def _read_foreground(path: Path) -> np.ndarray | None:
+    """(H, W) uint8 0/1 foreground of an annotation file, or None when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            values = np.asarray(im)
+    except (FileNotFoundError, UnidentifiedImageError, OSError):
+        return None
+    if values.ndim == 3:
+        values = values[:, :, :3].max(axis=2)  # any colour channel; alpha ignored
+    return (values > 0).astype(np.uint8)
 
 
 def load_frame_depth(frame: Frame) -> np.ndarray | None:

@@ -149,7 +149,8 @@ class Scene:
         points: optional (N, 3) sparse points (SfM), normalised world.
         name: a short name (catalog name or folder name).
         source: the folder or file the scene was read from.
-        format: the reader that produced it (``colmap``, ``llff``, ``transforms``, ``epic_diff``, ``n3f``).
+        format: the reader that produced it (``colmap``, ``llff``, ``transforms``, ``epic_diff``,
+            ``epic_fields``, ``n3f``).
         contraction: how unbounded space is handled downstream: ``none`` (bounded box), ``ndc``
             (forward-facing captures) or ``sphere`` (unbounded, Mip-NeRF 360 style).
         objects: per-object records for scenes with instance masks (``id``, ``name``, ``category``...).

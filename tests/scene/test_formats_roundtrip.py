@@ -9,6 +9,7 @@ import pytest
 from n3f.scene.formats.colmap import write_colmap
 from n3f.scene.formats.detect import detect_format, read_scene_folder
 from n3f.scene.formats.epic_diff import write_epic_diff
+from n3f.scene.formats.epic_fields import write_epic_fields
 from n3f.scene.formats.llff import write_llff
 from n3f.scene.formats.transforms import write_transforms
 
@@ -45,6 +46,7 @@ WRITERS = {
     "llff": (write_llff, "llff"),
     "transforms": (write_transforms, "transforms"),
     "epic_diff": (write_epic_diff, "epic_diff"),
+    "epic_fields": (write_epic_fields, "epic_fields"),
 }
 
 

@@ -73,6 +73,48 @@ def pose_from_rt(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return M
 
 
+def rotation_from_qvec(qvec, what: str, path: Path) -> np.ndarray:
+    """(3, 3) rotation from a COLMAP quaternion ``(qw, qx, qy, qz)`` (Hamilton, scalar first).
+
+    The quaternion is normalised first; one of (near) zero length raises SceneError naming ``what``.
+    """
+    q = as_matrix(qvec, (4,), what, path)
+    norm = float(np.linalg.norm(q))
+    if norm < 1e-6:
+        raise SceneError(f"{path}: {what} is a zero-length quaternion")
+    w, x, y, z = q / norm
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def qvec_from_rotation(R: np.ndarray) -> np.ndarray:
+    """COLMAP quaternion ``(qw, qx, qy, qz)`` (unit, qw >= 0) of a (3, 3) rotation.
+
+    Shepperd's method: divide by the largest of the four squared components, so the result is
+    accurate to rounding for every rotation (no loss near 180 degrees).
+    """
+    R = np.asarray(R, dtype=np.float64)
+    trace = np.trace(R)
+    squares = np.array([1 + trace, 1 + 2 * R[0, 0] - trace, 1 + 2 * R[1, 1] - trace, 1 + 2 * R[2, 2] - trace])
+    k = int(np.argmax(squares))
+    s = 2.0 * np.sqrt(squares[k])  # 4 times the largest component
+    if k == 0:
+        q = [s / 4, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
+    elif k == 1:
+        q = [(R[2, 1] - R[1, 2]) / s, s / 4, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
+    elif k == 2:
+        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, s / 4, (R[1, 2] + R[2, 1]) / s]
+    else:
+        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, s / 4]
+    q = np.asarray(q) / np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
 def place_images(frames, image_dir: Path, mode: str = "link", names: list[str] | None = None) -> None:
     """Put the frames' image files into ``image_dir`` for a writer.
 

@@ -7,16 +7,18 @@ from pathlib import Path
 from n3f.errors import SceneError
 from n3f.scene.types import Scene
 
-FORMATS = ("n3f", "colmap", "llff", "transforms", "epic_diff")
+FORMATS = ("n3f", "colmap", "llff", "transforms", "epic_diff", "epic_fields")
 
 
 def detect_format(folder: Path) -> str:
-    """Name the format of a scene folder: ``n3f``, ``epic_diff``, ``transforms``, ``llff`` or ``colmap``.
+    """Name the format of a scene folder: ``n3f``, ``epic_diff``, ``transforms``, ``llff``, ``colmap``
+    or ``epic_fields`` (checked in that order; EPIC Fields last, as its JSON has no fixed name).
 
     Raises:
         SceneError: nothing recognisable is in the folder (the message lists what was looked for).
     """
     from n3f.scene.formats.colmap import find_model_dir
+    from n3f.scene.formats.epic_fields import find_epic_fields_json
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -31,9 +33,12 @@ def detect_format(folder: Path) -> str:
         return "llff"
     if find_model_dir(folder) is not None:
         return "colmap"
+    if find_epic_fields_json(folder) is not None:
+        return "epic_fields"
     raise SceneError(
         f"cannot tell the format of {folder}: expected scene.json (n3f), meta.json (EPIC-Diff), "
-        "transforms.json (nerfstudio/Blender), poses_bounds.npy (LLFF) or a COLMAP sparse/ model. "
+        "transforms.json (nerfstudio/Blender), poses_bounds.npy (LLFF), a COLMAP sparse/ model "
+        f"or an EPIC Fields {folder.name}.json beside frames/. "
         "For raw photos or a video, run `n3f preprocess` first."
     )
 
@@ -72,6 +77,10 @@ def read_scene_folder(folder: Path, format: str = "auto", name: str | None = Non
         from n3f.scene.formats.epic_diff import read_epic_diff
 
         scene = read_epic_diff(folder, name=name)
+    elif fmt == "epic_fields":
+        from n3f.scene.formats.epic_fields import read_epic_fields
+
+        scene = read_epic_fields(folder, name=name, holdout=holdout)
     else:
         raise SceneError(f"unknown scene format {fmt!r}; use one of {', '.join(FORMATS)} or auto")
     return downscale_scene(scene, downscale) if downscale and downscale != 1 else scene

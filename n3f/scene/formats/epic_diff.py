@@ -5,20 +5,31 @@
 NeuralDiff makes them from COLMAP), ``nears``, ``fars``; plus one shared 3x3 ``intrinsics``.
 ``annotations/<frame file name>`` (where present) holds the frame's foreground mask.
 NeuralDiff's split rule: of every 8th id, alternate ones are test and val; the rest train.
+
+Annotations: NeuralDiff reads ``annotations/<frame file name>`` with PIL as a 0/1 array (1 = the
+dynamic foreground: hands and the objects they move) and scores a frame only when its mask is not
+empty. They carry no object ids, so the reader declares one object, ``{"id": 1, "name":
+"foreground"}``, sets ``metadata["mask_kind"] = "foreground"`` (masks are read as ``mask > 0``, see
+:func:`n3f.scene.images.load_frame_mask`) and gives annotated frames a ``mask_path``. Only file
+names are checked here; no pixels are read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from n3f.errors import SceneError
-from n3f.io import atomic_write_json
+from n3f.io import atomic_write_bytes, atomic_write_json
 from n3f.scene.formats.common import OPENGL_TO_OPENCV, as_matrix, check_intrinsics, check_rotation, load_json, place_images, require
 from n3f.scene.images import read_image_size
 from n3f.scene.normalise import normalise_scene
 from n3f.scene.types import Frame, Scene
+
+ANNOTATIONS_DIR = "annotations"
+FOREGROUND = {"id": 1, "name": "foreground", "category": "dynamic foreground (EPIC-Diff annotation)"}
 
 
 def epic_diff_split(ids: list[int], every: int = 8) -> tuple[list[int], list[int], list[int]]:
@@ -41,6 +52,16 @@ def _per_id(doc: dict, key: str, path: Path) -> dict[int, object]:
 
 def read_epic_diff(folder: Path, name: str | None = None) -> Scene:
     """Read an EPIC-Diff scene folder and normalise it.
+
+    Args:
+        folder: the video's folder (``meta.json``, ``frames/``, optional ``annotations/``).
+        name: the scene's name (default: the folder's name).
+
+    Returns:
+        A normalised Scene in ``ids_all`` order: one shared K, OpenCV c2w converted from the
+        right-up-back poses, near/far per frame, the meta.json splits (ids in no list train),
+        ``mask_path`` on annotated frames and the ``foreground`` object when any frame has one.
+        Only the first frame's header is opened (for the image size); no pixels are read.
 
     Raises:
         SceneError: missing keys, ids without pose/image, malformed matrices, missing frames.
@@ -77,7 +98,7 @@ def read_epic_diff(folder: Path, name: str | None = None) -> Scene:
         pose = as_matrix(poses[fid], (3, 4), f"pose of frame {fid}", path)
         check_rotation(pose[:, :3], f"pose of frame {fid}", path)
         c2w = np.vstack([pose, [0, 0, 0, 1]]) @ OPENGL_TO_OPENCV
-        mask = folder / "annotations" / image.name
+        mask = folder / ANNOTATIONS_DIR / image.name
         near, far = nears.get(fid), fars.get(fid)
         frames.append(
             Frame(
@@ -93,22 +114,36 @@ def read_epic_diff(folder: Path, name: str | None = None) -> Scene:
                 frame_id=fid,
             )
         )
+    annotated = sum(f.mask_path is not None for f in frames)
     scene = Scene(
         frames=frames,
         name=name or folder.name,
         source=folder,
         format="epic_diff",
         contraction="sphere",
-        metadata={"mask_kind": "foreground"},
+        objects=[dict(FOREGROUND)] if annotated else [],
+        metadata={"mask_kind": "foreground", "annotated_frames": annotated},
     )
     return normalise_scene(scene)
 
 
-def write_epic_diff(scene: Scene, folder: Path, images: str = "link") -> Path:
+def write_epic_diff(scene: Scene, folder: Path, images: str = "link", annotations: Mapping[int, np.ndarray] | None = None) -> Path:
     """Write ``scene`` in the EPIC-Diff layout (original world, right-up-back poses).
 
     Frame ids are the frame indices; files are ``frames/IMG_<id:010d><suffix>``. All frames must
     share one K (EPIC-Diff stores one).
+
+    Args:
+        scene: the scene; splits are written as they are (use :func:`epic_diff_split` for
+            NeuralDiff's rule).
+        folder: output folder.
+        images: ``link``, ``copy`` or ``none`` (see :func:`place_images`).
+        annotations: optional ``{frame index: (height, width) bool foreground}``, written as 0/1
+            8-bit masks ``annotations/<frame file name>`` (PNG data, BMP for ``.bmp`` frames), as
+            NeuralDiff's release stores them.
+
+    Returns:
+        The ``meta.json`` path.
     """
     folder = Path(folder)
     K = scene.frames[0].K
@@ -127,4 +162,20 @@ def write_epic_diff(scene: Scene, folder: Path, images: str = "link") -> Path:
     }
     atomic_write_json(folder / "meta.json", doc)
     place_images(scene.frames, folder / "frames", images, names)
+    for index, mask in (annotations or {}).items():
+        frame = scene.frames[index]
+        if np.shape(mask) != (frame.height, frame.width):
+            raise SceneError(f"annotation of frame {index} has shape {np.shape(mask)}, expected ({frame.height}, {frame.width})")
+        atomic_write_bytes(folder / ANNOTATIONS_DIR / names[index], _mask_bytes(np.asarray(mask) > 0, names[index]))
     return folder / "meta.json"
+
+
+def _mask_bytes(mask: np.ndarray, file_name: str) -> bytes:
+    """A 0/1 8-bit greyscale image file's bytes (lossless: BMP for ``.bmp`` names, else PNG)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8)).save(buf, format="BMP" if file_name.lower().endswith(".bmp") else "PNG")
+    return buf.getvalue()
