@@ -51,7 +51,16 @@ def main() -> None:
             labels = np.concatenate([(masks[i] == oid).ravel() for i in held])
             scores = np.concatenate([upsample_map(f[i] @ v, geometry, W, H).ravel() for i in held])
             aps.append(average_precision(scores, labels))
-        print(json.dumps({"metric": "teacher_mAP", "channels": k, "channel_std": round(float(std[k - 1]), 4), "value": round(float(np.nanmean(aps)), 4)}))
+        print(
+            json.dumps(
+                {
+                    "metric": "teacher_mAP",
+                    "channels": k,
+                    "channel_std": round(float(std[k - 1]), 4),
+                    "value": round(float(np.nanmean(aps)), 4),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":
