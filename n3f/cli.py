@@ -484,7 +484,10 @@ def render_command(
     point: PointOpt = "",
     size: SizeOpt = 16,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Similarity above which samples are edited (default: Otsu's on the scene points).")
+        float | None,
+        typer.Option(
+            "--threshold", help="Similarity above which samples are edited (default: the upper multi-Otsu cut on the scene points)."
+        ),
     ] = None,
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
@@ -676,7 +679,10 @@ def export_command(
     box: BoxOpt = "",
     point: PointOpt = "",
     size: SizeOpt = 32,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Similarity threshold of the segment (default: Otsu's).")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="Similarity threshold of the segment (default: the upper of three multi-Otsu classes)."),
+    ] = None,
     clusters: Annotated[int, typer.Option("--clusters", help="Export every object found by k-means on the features as its own PLY.")] = 0,
     voxel: Annotated[float, typer.Option("--voxel", help="Voxel size in normalised scene units (the scene box spans about 2).")] = 0.01,
     map_stride: StrideOpt = 4,

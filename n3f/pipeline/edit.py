@@ -3,7 +3,7 @@
 The edited field is the student with a selection: every sample whose feature's cosine similarity
 to the query exceeds a threshold belongs to the object. ``remove`` zeroes the selection's density
 (the renderer then sees through to what lies behind it); ``recolour`` replaces its colour. The
-threshold defaults to Otsu's on the similarities of the scene's point cloud, as in export.
+threshold defaults to the upper multi-Otsu cut (object_threshold) of the similarities of the scene's point cloud, as in export.
 """
 
 from __future__ import annotations
@@ -74,16 +74,16 @@ class EditedField:
 
 def query_edit(trainer, maps, patch, mode: str, colour=(1.0, 0.0, 1.0), threshold: float | None = None) -> EditedField:
     """The edit of the object a patch shows: the student's query vector over the patch, and (by
-    default) Otsu's threshold on the similarities of the scene's point cloud.
+    default) the upper multi-Otsu cut (:func:`~n3f.pipeline.pointcloud.object_threshold`) of the similarities of the scene's point cloud.
 
     Args:
         trainer: a loaded run; maps: its StudentMaps; patch: a :class:`n3f.pipeline.query.Patch`.
     """
-    from n3f.pipeline.pointcloud import otsu_threshold, scene_points
+    from n3f.pipeline.pointcloud import object_threshold, scene_points
     from n3f.pipeline.query import QueryEngine
     from n3f.pipeline.query_report import point_similarity
 
     vector = QueryEngine(trainer, maps).vector(patch, "student")
     if threshold is None:
-        threshold = otsu_threshold(point_similarity(scene_points(trainer.scene, maps), vector))
+        threshold = object_threshold(point_similarity(scene_points(trainer.scene, maps), vector))
     return EditedField(trainer.model, vector, threshold, mode, colour)

@@ -151,6 +151,23 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float((edges[1:][best[0]] + edges[1:][best[-1]]) / 2)
 
 
+def object_threshold(values: np.ndarray, classes: int = 3) -> float:
+    """The upper of scikit-image's multi-Otsu thresholds of a 1-D sample (``classes`` classes).
+
+    A query's similarity over a scene falls into three groups, not two: the rest of the room, the
+    surface the object stands on (a fitted field's features blur into it) and the object. Otsu's
+    single cut separates the first from the other two; the upper multi-Otsu cut separates the
+    object. Falls back to :func:`otsu_threshold` when the sample has fewer than ``classes``
+    distinct values.
+    """
+    from skimage.filters import threshold_multiotsu
+
+    values = np.asarray(values, np.float64).reshape(-1)
+    if len(np.unique(values)) < classes:
+        return otsu_threshold(values)
+    return float(threshold_multiotsu(values, classes=classes)[-1])
+
+
 def segment(
     points: ScenePoints,
     similarity: np.ndarray,
@@ -159,7 +176,8 @@ def segment(
     min_points: int = 10,
     anchor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Points of the queried object: similarity above the threshold (Otsu's by default), then one
+    """Points of the queried object: similarity above the threshold (:func:`object_threshold` by
+    default), then one
     DBSCAN cluster (Open3D; ``eps`` in normalised scene units) to drop look-alikes elsewhere: the
     cluster nearest ``anchor`` (3,) (the clicked surface point) when given, else the largest.
 
@@ -168,7 +186,7 @@ def segment(
     """
     import open3d as o3d
 
-    thr = otsu_threshold(similarity) if threshold is None else float(threshold)
+    thr = object_threshold(similarity) if threshold is None else float(threshold)
     chosen = np.nonzero(similarity > thr)[0]
     mask = np.zeros(len(points), bool)
     if len(chosen) == 0:
