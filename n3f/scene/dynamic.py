@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from n3f.scene.raycast import Primitive
-from n3f.scene.synthetic import GENERATOR_VERSION, ROOM, TABLE_TOP, TabletopConfig, TabletopRenderer, orbit_cameras
+from n3f.scene.synthetic import GENERATOR_VERSION, ROOM, TABLE_TOP, TabletopConfig, TabletopRenderer, orbit_cameras, write_rendered_frame
 
 # Bump when this scene's moving object or hand changes (the tabletop's own version is part of the
 # folder name too, so a change to the room or table re-renders this scene as well).
@@ -238,12 +238,11 @@ def render_kitchen_dynamic(out_dir: Path, config: KitchenDynamicConfig | None = 
     Returns:
         ``out_dir``, holding ``scene.json``, ``images/``, ``masks/`` and ``depth/`` (see the module docstring).
     """
-    import cv2
 
     from n3f.io import atomic_directory
     from n3f.scene.formats.native import write_scene_json
     from n3f.scene.normalise import holdout_every
-    from n3f.scene.types import Frame, Scene
+    from n3f.scene.types import Scene
 
     config = config or KitchenDynamicConfig()
     renderer = KitchenDynamicRenderer(config)
@@ -259,26 +258,7 @@ def render_kitchen_dynamic(out_dir: Path, config: KitchenDynamicConfig | None = 
         for i in indices:
             time = frame_time(i, config.n_frames)
             rgb, ids, depth = renderer.render(K, poses[i], time)
-            stem = f"{i:04d}"
-            cv2.imwrite(str(tmp / "images" / f"{stem}.png"), rgb[:, :, ::-1])
-            cv2.imwrite(str(tmp / "masks" / f"{stem}.png"), ids)
-            np.save(tmp / "depth" / f"{stem}.npy", depth)
-            frames.append(
-                Frame(
-                    image_path=tmp / "images" / f"{stem}.png",
-                    K=K,
-                    c2w=poses[i],
-                    width=config.width,
-                    height=config.height,
-                    split=splits[i],
-                    mask_path=tmp / "masks" / f"{stem}.png",
-                    depth_path=tmp / "depth" / f"{stem}.npy",
-                    near=0.05,
-                    far=float(depth.max()) * 1.01,
-                    frame_id=i,
-                    time=time,
-                )
-            )
+            frames.append(write_rendered_frame(tmp, i, rgb, ids, depth, K, poses[i], splits[i], time))
         objects = [
             {"id": o.instance_id, "name": o.name, "category": o.category, "colour": list(o.colour), "box": o.world_box().tolist()}
             for o in renderer.objects

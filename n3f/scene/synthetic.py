@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from n3f.scene.raycast import Primitive, cast, yaw_matrix
+from n3f.scene.types import Frame
 
 # Bump when the rendered scene changes: cached renders live in version-named folders, so a data
 # root never serves a stale scene to newer code.
@@ -320,6 +321,47 @@ def _furniture() -> list[tuple[Primitive, str, tuple]]:
     return items
 
 
+def write_rendered_frame(
+    folder: Path,
+    index: int,
+    rgb: np.ndarray,
+    ids: np.ndarray,
+    depth: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    split: str,
+    time: float | None = None,
+) -> Frame:
+    """Write one procedural frame into ``folder`` (``images/NNNN.png``, ``masks/NNNN.png``,
+    ``depth/NNNN.npy``; the sub-folders must exist) and return its :class:`Frame`.
+
+    Args:
+        rgb: (H, W, 3) uint8 sRGB; ids: (H, W) uint8 instance ids; depth: (H, W) z-depth in metres.
+        K: (3, 3) intrinsics; c2w: (4, 4) OpenCV camera-to-world; split: train/test/val.
+        time: the frame's time in [0, 1] for dynamic scenes, or None.
+    """
+    import cv2
+
+    stem = f"{index:04d}"
+    cv2.imwrite(str(folder / "images" / f"{stem}.png"), rgb[:, :, ::-1])
+    cv2.imwrite(str(folder / "masks" / f"{stem}.png"), ids)
+    np.save(folder / "depth" / f"{stem}.npy", depth)
+    return Frame(
+        image_path=folder / "images" / f"{stem}.png",
+        K=K,
+        c2w=c2w,
+        width=rgb.shape[1],
+        height=rgb.shape[0],
+        split=split,
+        mask_path=folder / "masks" / f"{stem}.png",
+        depth_path=folder / "depth" / f"{stem}.npy",
+        near=0.05,
+        far=float(depth.max()) * 1.01,
+        frame_id=index,
+        time=time,
+    )
+
+
 def orbit_cameras(config: TabletopConfig) -> tuple[np.ndarray, np.ndarray]:
     """Cameras on a varying-height orbit around the table.
 
@@ -487,12 +529,11 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
     Returns:
         ``out_dir``, holding ``scene.json``, ``images/``, ``masks/`` and ``depth/``.
     """
-    import cv2
 
     from n3f.io import atomic_directory
     from n3f.scene.formats.native import write_scene_json
     from n3f.scene.normalise import holdout_every
-    from n3f.scene.types import Frame, Scene
+    from n3f.scene.types import Scene
 
     config = config or TabletopConfig()
     renderer = TabletopRenderer(config)
@@ -507,25 +548,7 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
         frames = []
         for i in indices:
             rgb, ids, depth = renderer.render(K, poses[i])
-            stem = f"{i:04d}"
-            cv2.imwrite(str(tmp / "images" / f"{stem}.png"), rgb[:, :, ::-1])
-            cv2.imwrite(str(tmp / "masks" / f"{stem}.png"), ids)
-            np.save(tmp / "depth" / f"{stem}.npy", depth)
-            frames.append(
-                Frame(
-                    image_path=tmp / "images" / f"{stem}.png",
-                    K=K,
-                    c2w=poses[i],
-                    width=config.width,
-                    height=config.height,
-                    split=splits[i],
-                    mask_path=tmp / "masks" / f"{stem}.png",
-                    depth_path=tmp / "depth" / f"{stem}.npy",
-                    near=0.05,
-                    far=float(depth.max()) * 1.01,
-                    frame_id=i,
-                )
-            )
+            frames.append(write_rendered_frame(tmp, i, rgb, ids, depth, K, poses[i], splits[i]))
         objects = [
             {
                 "id": o.instance_id,
