@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from n3f.scene.raycast import Primitive
-from n3f.scene.synthetic import GENERATOR_VERSION, ROOM, TABLE_TOP, TabletopConfig, TabletopRenderer, orbit_cameras, write_rendered_frame
+from n3f.scene.synthetic import GENERATOR_VERSION, TABLE_TOP, TabletopConfig, TabletopRenderer, write_procedural_scene
 
 # Bump when this scene's moving object or hand changes (the tabletop's own version is part of the
 # folder name too, so a change to the room or table re-renders this scene as well).
@@ -239,37 +239,21 @@ def render_kitchen_dynamic(out_dir: Path, config: KitchenDynamicConfig | None = 
         ``out_dir``, holding ``scene.json``, ``images/``, ``masks/`` and ``depth/`` (see the module docstring).
     """
 
-    from n3f.io import atomic_directory
-    from n3f.scene.formats.native import write_scene_json
-    from n3f.scene.normalise import holdout_every
-    from n3f.scene.types import Scene
-
     config = config or KitchenDynamicConfig()
-    renderer = KitchenDynamicRenderer(config)
-    K, poses = orbit_cameras(config)
-    splits = holdout_every(config.n_frames, config.holdout_every)
-    indices = range(config.n_frames)
-    if progress is not None:
-        indices = progress(indices, "rendering demo/kitchen_dynamic", config.n_frames)
-    with atomic_directory(Path(out_dir)) as tmp:
-        for sub in ("images", "masks", "depth"):
-            (tmp / sub).mkdir()
-        frames = []
-        for i in indices:
-            time = frame_time(i, config.n_frames)
-            rgb, ids, depth = renderer.render(K, poses[i], time)
-            frames.append(write_rendered_frame(tmp, i, rgb, ids, depth, K, poses[i], splits[i], time))
-        objects = [
-            {"id": o.instance_id, "name": o.name, "category": o.category, "colour": list(o.colour), "box": o.world_box().tolist()}
-            for o in renderer.objects
-        ]
-        scene = Scene(frames=frames, name="demo/kitchen_dynamic", format="n3f", objects=objects)
-        generator = {
-            "name": "kitchen_dynamic",
-            "version": f"{GENERATOR_VERSION}.{DYNAMIC_VERSION}",
-            **dataclasses.asdict(config),
-            "exclude": list(config.exclude),
-        }
-        extra = {"generator": generator, "dynamic": dynamic_record(config)}
-        write_scene_json(tmp, scene, content_box=np.array(ROOM), extra=extra)
-    return Path(out_dir)
+    generator = {
+        "name": "kitchen_dynamic",
+        "version": f"{GENERATOR_VERSION}.{DYNAMIC_VERSION}",
+        **dataclasses.asdict(config),
+        "exclude": list(config.exclude),
+    }
+    times = [frame_time(i, config.n_frames) for i in range(config.n_frames)]
+    return write_procedural_scene(
+        out_dir,
+        "demo/kitchen_dynamic",
+        config,
+        KitchenDynamicRenderer(config),
+        generator,
+        times=times,
+        extra={"dynamic": dynamic_record(config)},
+        progress=progress,
+    )

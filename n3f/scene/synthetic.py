@@ -529,26 +529,54 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
     Returns:
         ``out_dir``, holding ``scene.json``, ``images/``, ``masks/`` and ``depth/``.
     """
+    config = config or TabletopConfig()
+    generator = {"name": "tabletop", "version": GENERATOR_VERSION, **dataclasses.asdict(config), "exclude": list(config.exclude)}
+    return write_procedural_scene(out_dir, "demo/tabletop", config, TabletopRenderer(config), generator, progress=progress)
 
+
+def write_procedural_scene(
+    out_dir: Path,
+    name: str,
+    config: TabletopConfig,
+    renderer: TabletopRenderer,
+    generator: dict,
+    times: list[float] | None = None,
+    extra: dict | None = None,
+    progress: Callable | None = None,
+) -> Path:
+    """Render every orbit camera of ``config`` with ``renderer`` into a scene folder, atomically.
+
+    Args:
+        out_dir: the folder to create; it must not exist yet (nothing is overwritten).
+        name: the scene's catalog name; config: cameras, size and split.
+        renderer: a tabletop renderer (or subclass); ``renderer.render(K, c2w[, time])``.
+        generator: the scene file's ``generator`` record.
+        times: per-frame times in [0, 1] passed to the renderer and stored per frame (dynamic
+            scenes), or None.
+        extra: more top-level records of the scene file.
+        progress: optional ``progress(iterable, description, total)`` wrapper.
+
+    Returns:
+        ``out_dir``, holding ``scene.json``, ``images/``, ``masks/`` and ``depth/``.
+    """
     from n3f.io import atomic_directory
     from n3f.scene.formats.native import write_scene_json
     from n3f.scene.normalise import holdout_every
     from n3f.scene.types import Scene
 
-    config = config or TabletopConfig()
-    renderer = TabletopRenderer(config)
     K, poses = orbit_cameras(config)
     splits = holdout_every(config.n_frames, config.holdout_every)
     indices = range(config.n_frames)
     if progress is not None:
-        indices = progress(indices, "rendering demo/tabletop", config.n_frames)
+        indices = progress(indices, f"rendering {name}", config.n_frames)
     with atomic_directory(Path(out_dir)) as tmp:
         for sub in ("images", "masks", "depth"):
             (tmp / sub).mkdir()
         frames = []
         for i in indices:
-            rgb, ids, depth = renderer.render(K, poses[i])
-            frames.append(write_rendered_frame(tmp, i, rgb, ids, depth, K, poses[i], splits[i]))
+            time = None if times is None else times[i]
+            rgb, ids, depth = renderer.render(K, poses[i]) if time is None else renderer.render(K, poses[i], time)
+            frames.append(write_rendered_frame(tmp, i, rgb, ids, depth, K, poses[i], splits[i], time))
         objects = [
             {
                 "id": o.instance_id,
@@ -560,7 +588,6 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
             for o in renderer.objects
         ]
         content = np.array(ROOM)  # the room encloses everything: a bounded scene
-        scene = Scene(frames=frames, name="demo/tabletop", format="n3f", objects=objects)
-        generator = {"name": "tabletop", "version": GENERATOR_VERSION, **dataclasses.asdict(config), "exclude": list(config.exclude)}
-        write_scene_json(tmp, scene, content_box=content, extra={"generator": generator})
+        scene = Scene(frames=frames, name=name, format="n3f", objects=objects)
+        write_scene_json(tmp, scene, content_box=content, extra={"generator": generator, **(extra or {})})
     return Path(out_dir)
