@@ -418,6 +418,14 @@ def fit_command(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between held-out evaluations (0: at the end only).")] = 1000,
     pca: Annotated[int, typer.Option("--pca", help="PCA dimensions of the teacher features.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
+    dynamic: Annotated[
+        bool | None,
+        typer.Option(
+            "--dynamic/--static",
+            help="Add NeuralDiff's transient streams (moving objects; hands attached to the camera) beside the static field, "
+            "for egocentric video. Default: the scene recipe's choice (on for EPIC-KITCHENS and demo/kitchen_dynamic).",
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Root of run folders.")] = Path("runs"),
     resume: Annotated[
         Path | None,
@@ -436,6 +444,7 @@ def fit_command(
     Examples:
       n3f fit --scene demo/tabletop
       n3f fit --scene llff/fern --steps 2000
+      n3f fit --scene demo/kitchen_dynamic            (transient streams on: the recipe says dynamic)
       n3f fit --resume runs/demo_tabletop/effnet_lite0/20261122-101500
     """
     from n3f.pipeline.fit import FitConfig, fit
@@ -456,6 +465,7 @@ def fit_command(
         device=dev,
         seed=seed,
         grid_preset=grid or ("ngp" if dev.startswith("cuda") else "cpu"),
+        dynamic=dynamic,
     )
     run = fit(config, output=output, resume=resume, quiet=quiet)
     import json as _json
@@ -576,6 +586,14 @@ CompositeOpt = Annotated[
         "fog of short fits) or volume-rendered over the whole ray as in N3F (volume).",
     ),
 ]
+StreamsOpt = Annotated[
+    str,
+    typer.Option(
+        "--streams",
+        help="Runs fitted with --dynamic: search and export the static scene only (static: moving objects and hands "
+        "leave no ghosts) or every stream with each frame's own moving parts (all).",
+    ),
+]
 
 
 def _patch(scene, frame: str, box: str, point: str, size: int):
@@ -609,6 +627,7 @@ def query_command(
     best: Annotated[int, typer.Option("--best", help="Frames on the contact sheet.")] = 12,
     map_stride: StrideOpt = 4,
     composite: CompositeOpt = "surface",
+    streams: StreamsOpt = "static",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -632,7 +651,7 @@ def query_command(
 
     if source not in SOURCES:
         raise N3FError(f"unknown --source {source!r}; use student or teacher")
-    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite, streams)
     patch = _patch(trainer.scene, frame, box, point, size)
     ids = select_frames(trainer.scene, frames)
     out = output or Path(run) / "queries" / f"{_time.strftime('%Y%m%d-%H%M%S')}-f{patch.frame}-{source}"
@@ -651,6 +670,7 @@ def evaluate_command(
     patch: Annotated[int, typer.Option("--patch", help="Side of each reference query patch, in pixels.")] = 8,
     map_stride: StrideOpt = 4,
     composite: CompositeOpt = "surface",
+    streams: StreamsOpt = "static",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -664,7 +684,7 @@ def evaluate_command(
     from n3f.pipeline.evaluate import evaluate_run, markdown_table, write_evaluation
     from n3f.progress import make_progress
 
-    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite, streams)
     result = evaluate_run(trainer, maps, refs, patch, progress=make_progress(quiet))
     path = write_evaluation(run, result)
     print(markdown_table(result))
@@ -687,6 +707,7 @@ def export_command(
     voxel: Annotated[float, typer.Option("--voxel", help="Voxel size in normalised scene units (the scene box spans about 2).")] = 0.01,
     map_stride: StrideOpt = 4,
     composite: CompositeOpt = "surface",
+    streams: StreamsOpt = "static",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -708,7 +729,7 @@ def export_command(
 
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise N3FError(f"{out} already exists; n3f never overwrites results")
-    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite, streams)
     points = scene_points(trainer.scene, maps, voxel=voxel)
     basis = points_pca_basis(points.features)
     if clusters:
@@ -740,6 +761,7 @@ def serve_command(
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8765,
     map_stride: StrideOpt = 4,
     composite: CompositeOpt = "surface",
+    streams: StreamsOpt = "static",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -752,7 +774,7 @@ def serve_command(
     """
     from n3f.serve.server import QueryService, make_server
 
-    trainer, maps = _run_with_maps(run, map_stride, quiet, composite)
+    trainer, maps = _run_with_maps(run, map_stride, quiet, composite, streams)
     server = make_server(QueryService(trainer, maps, _points_or_warning(trainer, maps)), host, port)
     h, p = server.server_address[:2]
     print(f"n3f serve: http://{h}:{p}/  ({trainer.scene.name}, {len(trainer.scene.frames)} frames); Ctrl-C to stop", flush=True)
@@ -776,14 +798,14 @@ def _edited_field(trainer, frame: str, box: str, point: str, size: int, threshol
     return field
 
 
-def _run_with_maps(run: Path, map_stride: int, quiet: bool, composite: str = "surface"):
+def _run_with_maps(run: Path, map_stride: int, quiet: bool, composite: str = "surface", streams: str = "static"):
     """Load a run and its rendered maps (rendering them on first use): (trainer, maps)."""
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.maps import student_maps
     from n3f.progress import make_progress
 
     trainer = load_run(run, quiet=quiet)
-    return trainer, student_maps(trainer, map_stride, progress=make_progress(quiet), composite=composite)
+    return trainer, student_maps(trainer, map_stride, progress=make_progress(quiet), composite=composite, streams=streams)
 
 
 def _points_or_warning(trainer, maps):

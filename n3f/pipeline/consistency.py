@@ -72,7 +72,14 @@ def view_consistency(trainer, pairs_of_frames: list[tuple[int, int]], stride: in
             o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy_t)
             with torch.no_grad():
                 student = render_rays(
-                    trainer.field_fn(True), o, d, trainer.space, trainer.grid, trainer.step_size, density_fn=trainer.model.density
+                    trainer.field_fn(True),
+                    o,
+                    d,
+                    trainer.space,
+                    trainer.grid,
+                    trainer.step_size,
+                    density_fn=trainer.model.density,
+                    near=trainer.static_near,
                 )["feature"]
             sides.append((teacher, student))
         (ta, sa), (tb, sb) = sides

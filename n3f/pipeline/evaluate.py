@@ -153,6 +153,7 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
         "scene": scene.name,
         "teacher": trainer.cache.teacher,
         "student_composite": maps.composite,
+        "student_streams": maps.streams,
         "scored_frames": held,
         "references_from": "held-out frames, leave-one-out" if leave_one_out else "training frames",
         "references": references,
@@ -165,6 +166,11 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
             "per_object": per_object,
         }
     result["psnr"] = _held_out_psnr(trainer)
+    if scene.metadata.get("dynamic"):
+        from n3f.pipeline.streams_eval import evaluate_streams
+
+        train = scene.split_indices("train")
+        result["streams"] = evaluate_streams(trainer, held, train[:: max(len(train) // len(held), 1)][: len(held)], progress=progress)
     boxes = {int(o["id"]): np.asarray(o["box"]) for o in scene.objects if "box" in o}
     if boxes:
         points = scene_points(scene, maps)
@@ -214,6 +220,14 @@ def markdown_table(result: dict) -> str:
         )
     mean_iou = result.get("segmentation_3d", {}).get("mean_iou")
     lines.append(f"| **mean** | **{t['mAP']:.3f}** | **{s['mAP']:.3f}** | {'' if mean_iou is None else f'**{mean_iou:.3f}**'} |")
+    streams = result.get("streams")
+    if streams:
+        lines += ["", f"Static field on the held-out frames' static pixels: {streams['static_pixel_psnr']:.2f} dB PSNR."]
+        if "iou" in streams:
+            lines += ["", "| stream IoU (claimed pixels vs truth) | held-out frames | training frames |", "|---|---:|---:|"]
+            for name in ("dynamic", "actor", "transient"):
+                cells = [streams["iou"].get(split, {}).get(name, math.nan) for split in ("held_out", "train")]
+                lines.append(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,12 @@ used for features are detached by default, so teacher noise cannot bend the geom
 weight 0.1, 256 marching steps and every occupied grid cell refreshed, 1,000 CPU steps on the demo
 ran 1.7x faster but ended at 18.6 dB held-out PSNR instead of 22.0 (walls left as fog).
 
+Dynamic scenes (``dynamic``; egocentric video): NeuralDiff's transient streams, a per-frame dynamic
+stream and an actor stream attached to the camera, are fitted beside the static student (see
+:mod:`n3f.student.transient`); the feature loss applies to the composite of all streams and a
+sparsity penalty keeps in the static field what it can explain. The static field alone is what
+queries, evaluation and export use unless told ``streams = "all"``.
+
 Run folder (``<output>/<scene>/<teacher>/<YYYYmmdd-HHMMSS>/``): ``config.toml`` (schema version 1),
 ``checkpoints/step-NNNNNNN.pt`` (atomic), ``metrics.jsonl`` (``eval/psnr`` etc. per evaluation),
 ``renders/`` (held-out RGB, depth, feature PCA). Resuming restores every random state, so on the
@@ -90,6 +96,19 @@ class FitConfig:
         seed: random seed.
         backend: hash-grid backend.
         grid_preset: ``cpu`` or ``ngp`` hash-grid size.
+        dynamic: add NeuralDiff's transient streams (a per-frame dynamic stream and an actor stream
+            attached to the camera; see :mod:`n3f.student.transient`); None: the scene recipe's
+            choice (``dynamic = true`` in EPIC-KITCHENS recipes).
+        transient_sparsity: weight of the penalty on the transient streams' mean density, which keeps
+            in the static field whatever it can explain. Measured at 300 steps on
+            demo/kitchen_dynamic: 0.01 silenced the transient streams (no pixel claimed); 1.8e-5
+            (NeuralDiff's 0.01 rescaled to our colour loss, 556 times smaller than its
+            ``|C - C_gt|^2 / (2 beta_min^2)``) let the actor stream paint most of every frame;
+            1e-3 gave the actor the hand and left most of the rest to the static field.
+        actor_depth: the actor stream covers this much of every ray from the camera (space units).
+        uncertainty_loss: train the transient streams' uncertainty (on the detached residual).
+        transient_density_bias: density pre-activation bias of the transient streams (they start
+            at density exp(bias), nearly empty).
     """
 
     scene: str = "demo/tabletop"
@@ -126,6 +145,11 @@ class FitConfig:
     seed: int = 0
     backend: str = "auto"
     grid_preset: str = "cpu"
+    dynamic: bool | None = None
+    transient_sparsity: float = 1e-3
+    actor_depth: float = 0.24
+    uncertainty_loss: bool = True
+    transient_density_bias: float = -3.0
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -232,8 +256,53 @@ class Trainer:
         from n3f.student.optim import student_optimizers
 
         self.optimizers = student_optimizers(self.model, config.lr)
+        self.transient = self._transient_streams(box, cache.shape[-1]) if config.dynamic else None
+        if self.transient is not None:
+            self.optimizers += student_optimizers(self.transient, config.lr)
         self.n_rays = 256.0
         self.step = 0
+
+    def _transient_streams(self, box: torch.Tensor, feature_dim: int):
+        """NeuralDiff's dynamic and actor streams for this scene (``--dynamic``)."""
+        from n3f.student.transient import TransientConfig, TransientStreams
+
+        scene = self.scene
+        if scene.contraction == "ndc":
+            raise N3FError(
+                f"scene {scene.name} is forward-facing (NDC); the transient streams need a bounded scene with metric cameras. Fit it without --dynamic."
+            )
+        if any(f.time is None for f in scene.frames):
+            raise N3FError(
+                f"scene {scene.name} gives its frames no time; the transient streams (--dynamic) need the frames' order in the video "
+                "(EPIC-Diff and n3f scene files carry it). Fit it without --dynamic."
+            )
+        config = TransientConfig(
+            n_frames=len(scene.frames),
+            feature_dim=feature_dim,
+            actor_depth=self.config.actor_depth,
+            backend=self.config.backend,
+            density_bias=self.config.transient_density_bias,
+        )
+        times = torch.tensor([f.time for f in scene.frames], dtype=torch.float32)
+        return TransientStreams(config, box, self.train_ids, times).to(self.device)
+
+    @property
+    def static_near(self) -> float:
+        """Where the static field starts along each ray (space units): beyond the actor stream's
+        range in dynamic runs (see :func:`n3f.student.render_streams.render_streams`), else 0."""
+        return self.transient.config.actor_depth if self.transient is not None else 0.0
+
+    def frame_index(self, frame) -> int:
+        """Scene index of ``frame`` (by image path; novel cameras by nearest time)."""
+        if not hasattr(self, "_frame_index"):
+            self._frame_index = {str(f.image_path): i for i, f in enumerate(self.scene.frames)}
+        i = self._frame_index.get(str(frame.image_path))
+        if i is not None:
+            return i
+        if frame.time is None:
+            raise N3FError(f"frame {frame.image_path.name} is not a frame of {self.scene.name} and has no time to pick its embedding")
+        times = np.array([f.time for f in self.scene.frames])
+        return int(np.argmin(np.abs(times - frame.time)))
 
     # ------------------------------------------------------------------ data
     def _load_train_data(self, ids: list[int]) -> TrainData:
@@ -271,7 +340,7 @@ class Trainer:
         if self.step >= cfg.grid_warmup and self.step % cfg.grid_update_every == 0:
             threshold = cfg.grid_alpha_threshold / self.step_size
             self.grid.update(
-                self.model.density,
+                self._grid_density(),
                 generator=self.generator,
                 decay=cfg.grid_decay,
                 threshold=threshold,
@@ -291,6 +360,8 @@ class Trainer:
         from n3f.render.render import render_rays
 
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
+        if self.transient is not None:
+            return self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays)
         out = render_rays(
             self.field_fn(),
             origins.to(self.device),
@@ -315,15 +386,11 @@ class Trainer:
                 loss
                 + cfg.distortion_weight * distortion_loss(smp["weights"], smp["t_starts"], smp["t_ends"], smp["ray_indices"], n_rays).mean()
             )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)}")
-        if not torch.isfinite(self.model.encoding.table).all():
-            raise FloatingPointError("the hash table holds NaN or infinite values")
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in self.optimizers:
-            opt.step()
+        self._optimise(loss)
+        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays)
+
+    def _finish_step(self, loss, rgb_loss, feat_loss, out: dict, n_rays: int) -> dict:
+        cfg = self.config
         n_samples = max(int(out["n_samples"]), 1)
         self.n_rays = 0.5 * self.n_rays + 0.5 * n_rays * cfg.target_samples / n_samples
         self.step += 1
@@ -337,23 +404,136 @@ class Trainer:
             "samples": n_samples,
         }
 
+    def _optimise(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)}")
+        if not torch.isfinite(self.model.encoding.table).all():
+            raise FloatingPointError("the hash table holds NaN or infinite values")
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+
+    def _grid_density(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What the occupancy grid sees: the static density, plus the dynamic stream's in a random
+        training frame (drawn anew at each refresh, so cells a moving object passes stay open)."""
+        if self.transient is None:
+            return self.model.density
+        frame = self.train_ids[int(torch.randint(0, len(self.train_ids), (1,), generator=self.generator))]
+        transient = self.transient
+
+        def density(points: torch.Tensor) -> torch.Tensor:
+            ids = torch.full((len(points),), frame, dtype=torch.long, device=points.device)
+            return self.model.density(points) + transient.dynamic_fields(points, ids, features=False)["sigma"]
+
+        return density
+
+    def _w2c(self, c2w: torch.Tensor) -> torch.Tensor:
+        """(n, 4, 4) camera-to-world -> (n, 3, 4) world-to-camera."""
+        R = c2w[:, :3, :3].transpose(1, 2)
+        return torch.cat([R, -(R @ c2w[:, :3, 3:4])], -1)
+
+    def _transient_step(self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int) -> dict:
+        """One step of the three-stream student: NeuralDiff's uncertainty-weighted colour loss, the
+        feature loss on the composite of all streams and the transient sparsity penalty."""
+        from n3f.student.render_streams import render_streams
+
+        cfg, dev = self.config, self.device
+        ids = torch.as_tensor(self.train_ids, dtype=torch.long)[frame]
+        out = render_streams(
+            self.model,
+            self.transient,
+            origins.to(dev),
+            dirs.to(dev),
+            ids.to(dev),
+            self._w2c(self.data.c2w[frame]).to(dev),
+            self.space,
+            self.grid,
+            self.step_size,
+            jitter=jitter.to(dev),
+            detach_weights=detach,
+        )
+        sq = (out["rgb"] - target_rgb.to(dev)) ** 2
+        beta_min = self.transient.config.beta_min
+        beta = beta_min + out["beta"]
+        rgb_loss = sq.mean()
+        # The uncertainty learns NeuralDiff's negative log-likelihood of the *detached* residual (scaled
+        # by 2 beta_min^2, which leaves the optimal beta unchanged), and the colours a plain MSE. With
+        # NeuralDiff's weighting the colour loss itself (|C - C_gt|^2 / (2 beta^2)), a few hundred CPU
+        # steps let beta grow on every pixel and mute the static field's gradients: at 300 steps on
+        # demo/kitchen_dynamic the frames stayed fog (beta 0.09 on static pixels, no stream claimed
+        # the hand). Here a transient stream earns pixels only by explaining them better.
+        residual = sq.detach().mean(-1, keepdim=True)
+        beta_term = torch.mean(residual * (beta_min / beta) ** 2 + 2 * beta_min**2 * torch.log(beta / beta_min))
+        colour_term = rgb_loss + (beta_term if self.config.uncertainty_loss else 0.0)
+        feat_loss = torch.mean((out["feature"] - target_feat.to(dev)) ** 2 * self.data.feature_loss_weights.to(dev))
+        loss = colour_term + cfg.feature_weight * feat_loss + cfg.transient_sparsity * out["transient_sigma"]
+        self._optimise(loss)
+        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays)
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def render_pixels(
-        self, frame, xy: torch.Tensor, chunk: int = 8192, features: bool = True, field=None, surface_window: float | None = None
+        self,
+        frame,
+        xy: torch.Tensor,
+        chunk: int = 8192,
+        features: bool = True,
+        field=None,
+        surface_window: float | None = None,
+        streams: str = "static",
     ) -> dict[str, torch.Tensor]:
         """Render the rays through pixel positions ``xy`` (N, 2) (continuous pixel coordinates,
         centres at +0.5) of a frame: ``rgb`` (N, 3), ``depth`` (N,) world distance along the ray,
         ``opacity`` (N,) and ``feature`` (N, D). ``field`` replaces the student (edited renders).
         ``surface_window`` (space units) adds the surface composites ``surface/<channel>``,
-        ``surface/depth`` (N,) and ``surface/share`` (N,) (see :func:`n3f.render.volume.surface_composite`)."""
+        ``surface/depth`` (N,) and ``surface/share`` (N,) (see :func:`n3f.render.volume.surface_composite`).
+        ``streams``: ``static`` renders the static field only (what query, evaluation and export use
+        by default); ``all`` adds a dynamic run's transient streams with the frame's embeddings and
+        also returns ``share/static``, ``share/dynamic``, ``share/actor`` (N,) and ``beta`` (N,)."""
         from n3f.render.rays import pixel_rays
         from n3f.render.render import render_rays
+        from n3f.student.transient import STREAM_CHOICES
+
+        if streams not in STREAM_CHOICES:
+            raise N3FError(f"unknown streams {streams!r}; use one of {', '.join(STREAM_CHOICES)}")
+        if streams == "all" and self.transient is None:
+            raise N3FError(
+                "--streams all needs a run fitted with transient streams (n3f fit --dynamic); this run has the static field only"
+            )
+        if streams == "all" and field is not None:
+            raise N3FError("edited renders use the static field only; drop --streams all")
 
         coeffs = frame.distortion.opencv_coefficients() if frame.distortion is not None else None
         origins, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, coeffs)
         parts: dict[str, list] = {}
+        if streams == "all":
+            from n3f.student.render_streams import render_streams
+
+            index = self.frame_index(frame)
+            w2c = self._w2c(torch.tensor(frame.c2w, dtype=torch.float32)[None])
         for start in range(0, len(xy), chunk):
+            if streams == "all":
+                n = len(origins[start : start + chunk])
+                out = render_streams(
+                    self.model,
+                    self.transient,
+                    origins[start : start + chunk].to(self.device),
+                    dirs[start : start + chunk].to(self.device),
+                    torch.full((n,), index, dtype=torch.long, device=self.device),
+                    w2c.expand(n, -1, -1).to(self.device),
+                    self.space,
+                    self.grid,
+                    self.step_size,
+                    features=features,
+                    surface_window=surface_window,
+                )
+                out.pop("transient_sigma")
+                for k, v in out.items():
+                    if k != "n_samples":
+                        parts.setdefault(k, []).append(v.cpu())
+                continue
             out = render_rays(
                 field or self.field_fn(features),
                 origins[start : start + chunk].to(self.device),
@@ -363,11 +543,12 @@ class Trainer:
                 self.step_size,
                 density_fn=(field or self.model).density,
                 surface_window=surface_window,
+                near=self.static_near,
             )
             for k, v in out.items():
                 if k != "n_samples":
                     parts.setdefault(k, []).append(v.cpu())
-        scalar = ("depth", "opacity", "surface/depth", "surface/share")
+        scalar = ("depth", "opacity", "surface/depth", "surface/share", "beta", "share/static", "share/dynamic", "share/actor")
         return {k: torch.cat(v).squeeze(-1) if k in scalar else torch.cat(v) for k, v in parts.items()}
 
     @torch.no_grad()
@@ -449,6 +630,11 @@ class Trainer:
             "feature_scale": self.data.feature_scale,
             "feature_cache": str(self.cache.folder),
             "teacher": self.cache.teacher,
+            **(
+                {"transient": self.transient.state_dict(), "transient_config": self.transient.config.to_dict()}
+                if self.transient is not None
+                else {}
+            ),
         }
 
     def save_checkpoint(self) -> Path:
@@ -465,6 +651,21 @@ class Trainer:
         if state.get("schema_version", 0) > SCHEMA_VERSION:
             raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
         self.model.load_state_dict(state["model"])
+        if (self.transient is not None) != ("transient" in state):
+            has = "has" if "transient" in state else "has no"
+            raise N3FError(
+                f"checkpoint {path} {has} transient streams but this run's config says dynamic = {bool(self.transient)}; "
+                "resume with the config the run was started with"
+            )
+        if self.transient is not None:
+            emb = state["transient"].get("dynamic.embedding.weight")
+            if emb is None or tuple(emb.shape) != tuple(self.transient.dynamic.embedding.weight.shape):
+                shape = "missing" if emb is None else f"of shape {tuple(emb.shape)}"
+                raise N3FError(
+                    f"checkpoint {path}: the frame embeddings are {shape}, but scene {self.scene.name} has {len(self.scene.frames)} frames "
+                    f"(expected {tuple(self.transient.dynamic.embedding.weight.shape)}); the scene changed since the run started"
+                )
+            self.transient.load_state_dict(state["transient"])
         self.grid.load_state_dict(state["grid"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
@@ -553,6 +754,8 @@ def fit(
     cache = compute_features(
         scene, config.teacher or None, {"device": config.device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
     )
+    if config.dynamic is None:
+        config = dataclasses.replace(config, dynamic=bool(scene.metadata.get("recipe_dynamic", False)))
     if resume is None:
         run_dir = new_run_dir(output, scene.name, cache.meta["teacher"])
         run_dir.mkdir(parents=True)

@@ -23,6 +23,11 @@ Features and depth come from one of two composites (``composite``):
 
 Colour and opacity are always the volume composites (what the student renders). Surface maps live
 in ``step-NNNNNNN-sS-surface/``.
+
+``streams`` (runs fitted with transient streams, ``n3f fit --dynamic``): ``static`` (default) maps
+the static field alone, so moving things and the camera wearer's hands leave no trace in queries,
+retrieval or point clouds; ``all`` renders every stream with each frame's embeddings (folder suffix
+``-all``), to find things that move too.
 """
 
 from __future__ import annotations
@@ -73,15 +78,21 @@ class StudentMaps:
     def composite(self) -> str:
         return self.meta.get("composite", "volume")
 
+    @property
+    def streams(self) -> str:
+        return self.meta.get("streams", "static")
 
-def render_map_pixels(trainer, frame, xy: torch.Tensor, composite: str = "surface", features: bool = True) -> dict[str, torch.Tensor]:
+
+def render_map_pixels(
+    trainer, frame, xy: torch.Tensor, composite: str = "surface", features: bool = True, streams: str = "static"
+) -> dict[str, torch.Tensor]:
     """Render pixels ``xy`` (N, 2) of a frame as the maps do: ``feature`` (N, D) and ``depth`` (N,)
-    from the chosen composite (see the module docstring), ``rgb`` (N, 3) and ``opacity`` (N,)."""
+    from the chosen composite and streams (see the module docstring), ``rgb`` (N, 3) and ``opacity`` (N,)."""
     if composite not in COMPOSITES:
         raise N3FError(f"unknown composite {composite!r}; use one of {', '.join(COMPOSITES)}")
     if composite == "volume":
-        return trainer.render_pixels(frame, xy, features=features)
-    r = trainer.render_pixels(frame, xy, features=features, surface_window=SURFACE_WINDOW_STEPS * trainer.step_size)
+        return trainer.render_pixels(frame, xy, features=features, streams=streams)
+    r = trainer.render_pixels(frame, xy, features=features, surface_window=SURFACE_WINDOW_STEPS * trainer.step_size, streams=streams)
     out = {"rgb": r["rgb"], "opacity": r["opacity"], "depth": r["surface/depth"]}
     if features:
         out["feature"] = r["surface/feature"]
@@ -96,7 +107,9 @@ def map_pixels(width: int, height: int, stride: int) -> tuple[torch.Tensor, int,
     return xy, h, w
 
 
-def student_maps(trainer, stride: int = 4, progress: Callable | None = None, composite: str = "surface") -> StudentMaps:
+def student_maps(
+    trainer, stride: int = 4, progress: Callable | None = None, composite: str = "surface", streams: str = "static"
+) -> StudentMaps:
     """Open the run's maps at its current step, rendering them first if they are missing.
 
     Args:
@@ -104,6 +117,7 @@ def student_maps(trainer, stride: int = 4, progress: Callable | None = None, com
         stride: render every ``stride``-th pixel in each direction.
         progress: ``track(iterable, desc, total)`` for a progress bar.
         composite: ``surface`` or ``volume`` features and depth (see the module docstring).
+        streams: ``static`` or ``all`` (runs with transient streams; see the module docstring).
 
     Returns:
         The maps of all frames of the scene, in scene order.
@@ -113,7 +127,9 @@ def student_maps(trainer, stride: int = 4, progress: Callable | None = None, com
     scene = trainer.scene
     if composite not in COMPOSITES:
         raise N3FError(f"unknown composite {composite!r}; use one of {', '.join(COMPOSITES)}")
-    suffix = "-surface" if composite == "surface" else ""
+    suffix = ("-surface" if composite == "surface" else "") + ("-all" if streams == "all" else "")
+    if streams != "static":
+        trainer.render_pixels(scene.frames[0], torch.zeros(0, 2), streams=streams)  # checks the choice before any work
     folder = trainer.run_dir / "maps" / f"step-{trainer.step:07d}-s{stride}{suffix}"
     if (folder / "meta.json").is_file():
         return StudentMaps.open(folder)
@@ -129,7 +145,7 @@ def student_maps(trainer, stride: int = 4, progress: Callable | None = None, com
     opacity = np.zeros((n, h, w), np.float16)
     ids = range(n)
     for i in progress(ids, "rendering maps", n) if progress else ids:
-        r = render_map_pixels(trainer, scene.frames[i], xy, composite)
+        r = render_map_pixels(trainer, scene.frames[i], xy, composite, streams=streams)
         feature[i] = r["feature"].reshape(h, w, D).numpy()
         rgb[i] = (r["rgb"].clamp(0, 1).reshape(h, w, 3).numpy() * 255 + 0.5).astype(np.uint8)
         depth[i] = r["depth"].reshape(h, w).numpy()
@@ -138,6 +154,7 @@ def student_maps(trainer, stride: int = 4, progress: Callable | None = None, com
         "step": trainer.step,
         "stride": stride,
         "composite": composite,
+        "streams": streams,
         "size": [h, w],
         "frame_size": [H, W],
         "geometry": {"offset_x": stride / 2, "offset_y": stride / 2, "step_x": float(stride), "step_y": float(stride)},

@@ -112,7 +112,7 @@ class QueryEngine:
         check_box(patch.box, frame.width, frame.height)
         xy = patch.pixels()
         if source == "student":
-            feats = render_map_pixels(self.trainer, frame, xy, self.maps.composite)["feature"].numpy()
+            feats = render_map_pixels(self.trainer, frame, xy, self.maps.composite, streams=self.maps.streams)["feature"].numpy()
         else:
             from n3f.pipeline.fit import sample_features
 
@@ -130,7 +130,7 @@ class QueryEngine:
         frame = self.scene.frames[patch.frame]
         x0, y0, x1, y1 = patch.box
         xy = torch.tensor([[(x0 + x1) / 2, (y0 + y1) / 2]], dtype=torch.float32)
-        depth = render_map_pixels(self.trainer, frame, xy, self.maps.composite, features=False)["depth"]
+        depth = render_map_pixels(self.trainer, frame, xy, self.maps.composite, features=False, streams=self.maps.streams)["depth"]
         coeffs = frame.distortion.opencv_coefficients() if frame.distortion is not None else None
         o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, coeffs)
         return (o + d * depth.reshape(-1, 1))[0].numpy()

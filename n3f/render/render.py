@@ -29,6 +29,7 @@ def render_rays(
     return_samples: bool = False,
     surface_window: float | None = None,
     near_gradient_distance: float | None = None,
+    near: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Render world rays.
 
@@ -48,6 +49,7 @@ def render_rays(
             than this (space units) to the ray origin are scaled by ``(t / distance)^2``
             (Philip and Deschaintre, "Floaters No More", 2023): a point near a camera covers many
             of its pixels, so without the scaling it gets an outsized gradient and grows floaters.
+        near: samples start this far along each ray (space units).
         surface_window: when given, also composite every channel near each ray's most visible
             surface only (see :func:`~n3f.render.volume.surface_composite`; window in space units):
             ``surface/<channel>``, ``surface/depth`` (world distance) and ``surface/share``.
@@ -58,7 +60,9 @@ def render_rays(
         ``samples``: a dict of ``weights``, ``t_starts``, ``t_ends`` and ``ray_indices`` (n,).
     """
     o, d, t_max = space.to_space(origins, dirs)
-    ray_indices, t_starts, t_ends = march(o, d, grid, space.aabb.to(o), step, far=float(t_max.max()) if len(t_max) else 1e10, jitter=jitter)
+    ray_indices, t_starts, t_ends = march(
+        o, d, grid, space.aabb.to(o), step, near=near, far=float(t_max.max()) if len(t_max) else 1e10, jitter=jitter
+    )
     if len(ray_indices):
         keep = t_starts < t_max[ray_indices]
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]

@@ -167,3 +167,32 @@ def stratified(
         mids = starts + width * jitter
         return mids - width / 2, mids + width / 2
     return starts, ends
+
+
+def merge_packed(
+    *sample_sets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge several packed sample sets of the same rays into one, ordered by ray then distance.
+
+    Each set may come from its own sampler (e.g. the occupancy-grid marcher and a stratified
+    sampler near the camera); intervals of different sets may overlap. Compositing the merged set
+    with additive densities integrates each set's density over its own intervals.
+
+    Args:
+        sample_sets: ``(ray_indices (n_k,), t_starts (n_k,), t_ends (n_k,))`` per set.
+
+    Returns:
+        ray_indices, t_starts, t_ends (n,), and ``source`` (n,): each merged sample's index into
+        the concatenation of the sets (so per-sample values computed set by set can be reordered
+        with ``torch.cat(values)[source]``).
+    """
+    ray_indices = torch.cat([s[0] for s in sample_sets])
+    t_starts = torch.cat([s[1] for s in sample_sets])
+    t_ends = torch.cat([s[2] for s in sample_sets])
+    if len(ray_indices) == 0:
+        return ray_indices, t_starts, t_ends, torch.zeros(0, dtype=torch.long, device=ray_indices.device)
+    mids = ((t_starts + t_ends) / 2).double()
+    span = float(mids.max() - mids.min()) + 1.0
+    key = ray_indices.double() * span + (mids - mids.min())
+    source = torch.argsort(key, stable=True)
+    return ray_indices[source], t_starts[source], t_ends[source], source

@@ -12,6 +12,7 @@ split rule. Keys::
     holdout     = 8          # every n-th frame is a test frame when the format has no split
     get         = "where to download the data (shown when it is missing)"
     generator   = "tabletop" # procedural scenes only ("tabletop", "kitchen_dynamic"); rendered into path on first use
+    dynamic     = true       # egocentric video: `n3f fit` adds the transient streams by default
     [options]               # generator options (procedural) or per-scene defaults for later stages
 
 ``--scene`` takes a catalog name, an alias, or a path to a scene folder.
@@ -63,6 +64,7 @@ class Recipe:
     get: str = ""
     generator: str | None = None
     options: dict = field(default_factory=dict)
+    dynamic: bool = False
 
     def candidates(self, seed: int | None = None) -> list[Path]:
         """Folders where the data may be, in the order they are tried."""
@@ -191,4 +193,7 @@ def load_scene(spec: str | Path, seed: int | None = None, downscale: int | None 
                 f"scene {recipe.name}: data not found. Looked in:\n  {where}{get}\nPut it at the first path (set $N3F_DATA to change the data root)."
             )
     fmt = "n3f" if recipe.format == "procedural" else recipe.format
-    return read_scene_folder(folder, format=fmt, name=recipe.name, downscale=downscale or recipe.downscale, holdout=recipe.holdout)
+    scene = read_scene_folder(folder, format=fmt, name=recipe.name, downscale=downscale or recipe.downscale, holdout=recipe.holdout)
+    if recipe.dynamic:
+        scene.metadata["recipe_dynamic"] = True  # `n3f fit` then adds the transient streams by default
+    return scene

@@ -86,6 +86,8 @@ def read_epic_diff(folder: Path, name: str | None = None) -> Scene:
     frame_dir = folder / "frames"
     width = height = None
     frames = []
+    numeric = all(isinstance(i, int) and not isinstance(i, bool) for i in ids_all)
+    first, span = (min(ids_all), max(max(ids_all) - min(ids_all), 1)) if numeric else (0, 1)
     for fid in ids_all:
         for table, key in ((images, "images"), (poses, "poses")):
             if fid not in table:
@@ -112,6 +114,7 @@ def read_epic_diff(folder: Path, name: str | None = None) -> Scene:
                 near=float(near) if near is not None else None,
                 far=float(far) if far is not None else None,
                 frame_id=fid,
+                time=(fid - first) / span if numeric else None,  # video frame numbers: time in [0, 1] (the transient streams need it)
             )
         )
     annotated = sum(f.mask_path is not None for f in frames)

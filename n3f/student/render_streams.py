@@ -1,0 +1,100 @@
+"""Render the static student together with its transient streams (see :mod:`n3f.student.transient`)."""
+
+from __future__ import annotations
+
+import torch
+
+from n3f.render.sampling import march, merge_packed, stratified
+from n3f.render.volume import composite, render_weight_from_density, surface_composite
+from n3f.student.field import StudentField
+from n3f.student.transient import TransientStreams, mix_streams
+
+
+def render_streams(
+    static: StudentField,
+    transient: TransientStreams,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    frame_ids: torch.Tensor,
+    w2c: torch.Tensor,
+    space,
+    grid,
+    step: float,
+    jitter: torch.Tensor | None = None,
+    detach_weights: tuple[str, ...] = (),
+    features: bool = True,
+    min_transmittance: float = 1e-4,
+    surface_window: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Render world rays through all three streams.
+
+    Args:
+        static, transient: the static student and the transient streams.
+        origins, dirs: (n_rays, 3) world rays with unit directions (a box space: the actor stream
+            needs metric camera coordinates, which NDC does not keep).
+        frame_ids: (n_rays,) scene index of each ray's frame (selects the embeddings).
+        w2c: (n_rays, 3, 4) world-to-camera transform of each ray's frame.
+        space, grid, step: the static field's space, occupancy grid and marching step. Static and
+            dynamic samples start at ``actor_depth`` (the actor's range is the actor's alone).
+        jitter: (n_rays,) offsets in [0, 1) for stratified training samples (both samplers).
+        detach_weights: channels composited with detached weights.
+        features: render features too.
+        min_transmittance: samples behind this transmittance (static + dynamic densities, no
+            gradients) are dropped before the full streams run.
+        surface_window: also composite near each ray's most visible surface (as
+            :func:`n3f.render.render.render_rays`).
+
+    Returns:
+        ``rgb`` (n_rays, 3), ``feature`` (n_rays, D), ``beta`` (n_rays, 1) composited uncertainty,
+        ``share/static|dynamic|actor`` (n_rays, 1) (each stream's part of the pixel; they sum to
+        ``opacity``), ``opacity``, ``depth`` (n_rays, 1), ``n_samples``, ``transient_sigma``
+        (mean density of the transient streams over their samples, for the sparsity loss) and,
+        with ``surface_window``, ``surface/<channel>``.
+    """
+    n_rays = len(origins)
+    o, d, _ = space.to_space(origins, dirs)
+    # The static world starts beyond the actor's range: close to a camera, a static field could
+    # paint the hand into floaters seen by that camera alone, and it is not charged for density
+    # the way the transient streams are, so it would win the hand.
+    ri, ts, te = march(o, d, grid, space.aabb.to(o), step, near=transient.config.actor_depth, jitter=jitter)
+    if len(ri):
+        with torch.no_grad():
+            mids = (ts + te) / 2
+            pts = o[ri] + mids[:, None] * d[ri]
+            sigma = static.density(pts) + transient.dynamic_fields(pts, frame_ids[ri], features=False)["sigma"]
+            _, trans, alphas = render_weight_from_density(ts, te, sigma, ri)
+            keep = (trans > min_transmittance) & (alphas > 1e-6)
+        ri, ts, te = ri[keep], ts[keep], te[keep]
+    depth = transient.config.actor_depth
+    zeros = torch.zeros(n_rays, device=o.device)
+    a_jitter = None if jitter is None else jitter[:, None].expand(-1, transient.config.actor_samples)
+    a_ts, a_te = stratified(zeros, zeros + depth, transient.config.actor_samples, a_jitter)
+    a_ri = torch.arange(n_rays, device=o.device).repeat_interleave(transient.config.actor_samples)
+    a_ts, a_te = a_ts.reshape(-1), a_te.reshape(-1)
+
+    mids = (ts + te) / 2
+    pts = o[ri] + mids[:, None] * d[ri]
+    world = mix_streams(
+        {"static": static(pts, dirs[ri], features=features), "dynamic": transient.dynamic_fields(pts, frame_ids[ri], features)}, features
+    )
+    a_mids = (a_ts + a_te) / 2
+    cam = torch.einsum("nij,nj->ni", w2c[:, :3, :3], dirs)  # ray directions in camera coordinates
+    actor = mix_streams({"actor": transient.actor_fields(a_mids[:, None] * cam[a_ri], frame_ids[a_ri], features)}, features)
+
+    ray_indices, t_starts, t_ends, source = merge_packed((ri, ts, te), (a_ri, a_ts, a_te))
+    values = {k: torch.cat([world[k], actor[k]])[source] for k in world}
+    sigma = values.pop("sigma")
+    weights, _, _ = render_weight_from_density(t_starts, t_ends, sigma, ray_indices)
+    t_mids = (t_starts + t_ends) / 2
+    out = composite(weights, values, t_mids, ray_indices, n_rays, detach_weights=detach_weights)
+    if surface_window is not None:
+        surface = surface_composite(
+            weights.detach(), {k: v.detach() for k, v in values.items()}, t_mids, ray_indices, n_rays, surface_window
+        )
+        out.update({f"surface/{k}": v for k, v in surface.items()})
+    out["depth"] = space.world_depth(origins, dirs, out["depth"][:, 0])[:, None]
+    n_transient = len(ri) + len(a_ri)
+    transient_sigma = (sigma * (1 - values["share/static"][:, 0])).sum() / max(n_transient, 1)
+    out["transient_sigma"] = transient_sigma
+    out["n_samples"] = torch.tensor(len(ray_indices))
+    return out

@@ -1,0 +1,204 @@
+"""NeuralDiff's transient streams for dynamic egocentric scenes: a per-frame dynamic stream and an
+actor stream attached to the camera, rendered together with the static student.
+
+Egocentric video breaks the static-world assumption twice: objects move between frames, and the
+camera wearer's hands and arms sit in front of the camera in every frame. NeuralDiff (Tschernezki
+et al., 3DV 2021), on which N3F's kitchen results build, gives each its own stream:
+
+- **static**: the plain student (:class:`~n3f.student.field.StudentField`), one field for all frames;
+- **dynamic**: a world-space field conditioned on a learned per-frame embedding (things that move);
+- **actor**: a field in *camera* coordinates, conditioned on its own per-frame embedding (things
+  that move with the camera: hands, arms, held objects).
+
+Each transient stream renders density, colour, features and an uncertainty ``beta``. Densities add
+up; a sample's colour and feature are the density-weighted mix of the streams'
+(``c = sum_k sigma_k c_k / sum_k sigma_k``), and the composited ``share/<stream>`` channels say how
+much of each pixel every stream explains. Colour is trained with NeuralDiff's heteroscedastic loss
+``|C - C_gt|^2 / (2 beta^2) + log beta`` (``beta = beta_min + composited beta``; the static stream has
+no uncertainty), plus a sparsity penalty on the transient densities, so whatever the static field
+can explain stays in it. The static field alone is what query, evaluation and export use by
+default, so moving things leave no ghosts there.
+
+The actor stream is sampled separately: ``actor_samples`` stratified samples over the first
+``actor_depth`` (space units) of each ray, in the ray's camera coordinates. The occupancy grid is the
+static world's and would carve away everything right in front of the cameras, where the actor lives.
+Both sample sets are merged by distance along the ray and composited together (each stream's
+optical depth is integrated over its own samples; their sum is the ray's).
+
+Frames without a trained embedding (held-out frames) get the embedding interpolated linearly in
+time between the nearest training frames before and after (NeuralDiff's frames are a video).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from n3f.errors import N3FError
+from n3f.render.encoding import HashEncoding, HashGridConfig
+from n3f.student.field import _mlp, trunc_exp
+
+STREAMS = ("static", "dynamic", "actor")
+STREAM_CHOICES = ("static", "all")  # what query, evaluation and export render: the static field, or every stream
+TRANSIENT_GRID = HashGridConfig(10, 2, 15, 16, 512)
+
+
+@dataclass(frozen=True)
+class TransientConfig:
+    """Transient streams.
+
+    Attributes:
+        n_frames: frames of the scene (one embedding row per frame).
+        feature_dim: feature channels (the static student's).
+        embedding_dim: size of each per-frame embedding.
+        grid: hash grid of each transient stream.
+        hidden: MLP width.
+        actor_depth: the actor stream covers the first ``actor_depth`` space units of every ray
+            (the camera-space box ``[-d, d] x [-d, d] x [0, d]``).
+        actor_samples: stratified samples per ray in that range.
+        beta_min: smallest colour uncertainty (NeuralDiff's beta_min).
+        density_bias: density pre-activation bias of the transient streams (low: they start empty).
+        backend: hash-grid backend.
+    """
+
+    n_frames: int
+    feature_dim: int
+    embedding_dim: int = 16
+    grid: HashGridConfig = TRANSIENT_GRID
+    hidden: int = 64
+    actor_depth: float = 0.24
+    actor_samples: int = 48
+    beta_min: float = 0.03
+    density_bias: float = -3.0
+    backend: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransientConfig:
+        d = dict(d)
+        d["grid"] = HashGridConfig(**d["grid"])
+        return cls(**d)
+
+
+class TransientStream(nn.Module):
+    """One transient stream: hash grid over a box, an MLP that also sees a per-frame embedding, and
+    heads for density, colour, features and uncertainty.
+
+    Args:
+        config: the streams' configuration.
+        aabb: (2, 3) box mapped onto the hash grid.
+    """
+
+    def __init__(self, config: TransientConfig, aabb: torch.Tensor):
+        super().__init__()
+        self.config = config
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).clone())
+        self.encoding = HashEncoding(config.grid, backend=config.backend)
+        self.embedding = nn.Embedding(config.n_frames, config.embedding_dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        self.trunk = _mlp(config.grid.output_dim + config.embedding_dim, config.hidden, config.hidden, 1)
+        self.density_head = nn.Linear(config.hidden, 1)
+        self.colour_head = nn.Linear(config.hidden, 3)
+        self.beta_head = nn.Linear(config.hidden, 1)
+        self.feature_head = _mlp(config.hidden, config.hidden, config.feature_dim, 1)
+
+    def forward(self, points: torch.Tensor, embedding: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
+        """Evaluate the stream.
+
+        Args:
+            points: (N, 3) positions in the stream's coordinates; embedding: (N, E) per-sample
+                frame embeddings.
+
+        Returns:
+            ``sigma`` (N,) (zero outside the box), ``rgb`` (N, 3), ``beta`` (N,) and, if asked,
+            ``feature`` (N, feature_dim).
+        """
+        u = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        inside = ((u >= 0) & (u <= 1)).all(-1)
+        h = torch.relu(self.trunk(torch.cat([self.encoding(u.clamp(0.0, 1.0)), embedding], -1)))
+        sigma = trunc_exp(self.density_head(h)[:, 0] + self.config.density_bias) * inside
+        out = {
+            "sigma": sigma,
+            "rgb": torch.sigmoid(self.colour_head(h)),
+            "beta": nn.functional.softplus(self.beta_head(h)[:, 0]),
+        }
+        if features:
+            out["feature"] = self.feature_head(h)
+        return out
+
+
+class TransientStreams(nn.Module):
+    """The dynamic and actor streams of a scene (see the module docstring).
+
+    Args:
+        config: the streams' configuration.
+        world_aabb: (2, 3) box of the static field (the dynamic stream lives there too).
+        train_ids: scene indices of the training frames (the embeddings that are learned).
+        times: (n_frames,) time of every frame, for interpolating held-out frames' embeddings.
+    """
+
+    def __init__(self, config: TransientConfig, world_aabb: torch.Tensor, train_ids: list[int], times: torch.Tensor):
+        super().__init__()
+        self.config = config
+        d = config.actor_depth
+        self.dynamic = TransientStream(config, world_aabb)
+        self.actor = TransientStream(config, torch.tensor([[-d, -d, 0.0], [d, d, d]]))
+        self.register_buffer("train_ids", torch.as_tensor(sorted(train_ids), dtype=torch.long))
+        self.register_buffer("times", torch.as_tensor(times, dtype=torch.float32).reshape(-1))
+        if len(self.times) != config.n_frames:
+            raise N3FError(f"the transient streams need one time per frame: got {len(self.times)} times for {config.n_frames} frames")
+
+    def embeddings(self, stream: TransientStream, frame_ids: torch.Tensor) -> torch.Tensor:
+        """(N,) scene frame indices -> (N, E) embeddings of ``stream``; frames without a trained
+        embedding get the time-interpolation of the training frames' around them."""
+        table = stream.embedding.weight
+        trained = torch.isin(frame_ids, self.train_ids)
+        if bool(trained.all()):
+            return table[frame_ids]
+        t_train = self.times[self.train_ids]
+        order = torch.argsort(t_train)
+        t_sorted, ids_sorted = t_train[order], self.train_ids[order]
+        t = self.times[frame_ids]
+        hi = torch.searchsorted(t_sorted, t).clamp(1, len(t_sorted) - 1) if len(t_sorted) > 1 else torch.zeros_like(frame_ids)
+        lo = (hi - 1).clamp_min(0)
+        span = (t_sorted[hi] - t_sorted[lo]).clamp_min(1e-12)
+        a = ((t - t_sorted[lo]) / span).clamp(0, 1)[:, None]
+        interpolated = table[ids_sorted[lo]] * (1 - a) + table[ids_sorted[hi]] * a
+        return torch.where(trained[:, None], table[frame_ids], interpolated)
+
+    def dynamic_fields(self, points: torch.Tensor, frame_ids: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
+        """Dynamic stream at world (space) points (N, 3) of frames ``frame_ids`` (N,)."""
+        return self.dynamic(points, self.embeddings(self.dynamic, frame_ids), features)
+
+    def actor_fields(self, points_cam: torch.Tensor, frame_ids: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
+        """Actor stream at camera-coordinate points (N, 3) (OpenCV axes) of frames ``frame_ids`` (N,)."""
+        return self.actor(points_cam, self.embeddings(self.actor, frame_ids), features)
+
+
+def mix_streams(parts: dict[str, dict[str, torch.Tensor]], features: bool) -> dict[str, torch.Tensor]:
+    """Mix the streams evaluated at the same samples.
+
+    Args:
+        parts: stream name -> its outputs (``sigma`` (N,), ``rgb``, optionally ``feature`` and ``beta``).
+        features: mix features too.
+
+    Returns:
+        ``sigma`` (N,) the sum; ``rgb``, ``feature`` the density-weighted means; ``beta`` (N, 1) the
+        density-weighted uncertainty (0 for streams without one); ``share/<stream>`` (N, 1) every
+        stream's part of the density, for all of :data:`STREAMS`.
+    """
+    sigma = sum(p["sigma"] for p in parts.values())
+    inv = 1.0 / sigma.clamp_min(1e-10)
+    out: dict[str, torch.Tensor] = {"sigma": sigma}
+    names = ("rgb", "feature") if features else ("rgb",)
+    for name in names:
+        out[name] = sum(p["sigma"][:, None] * p[name] for p in parts.values()) * inv[:, None]
+    out["beta"] = (sum(p["sigma"] * p["beta"] for p in parts.values() if "beta" in p) * inv)[:, None]
+    for stream in STREAMS:
+        share = parts[stream]["sigma"] * inv if stream in parts else torch.zeros_like(sigma)
+        out[f"share/{stream}"] = share[:, None]
+    return out
