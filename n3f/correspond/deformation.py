@@ -22,8 +22,8 @@ class DeformationConfig:
     latent_dim: int = 16
     n_frequencies: int = 4  # octaves of the positional encoding (2^0 .. 2^(n-1)) x pi
     latent_features: int = 32  # width of the latent projection
-    hidden: int = 128  # width of each MLP
-    layers: int = 3  # hidden layers of each MLP
+    hidden: int = 64  # width of each MLP
+    layers: int = 2  # hidden layers of each MLP
 
 
 def positional_encoding(points: torch.Tensor, n_frequencies: int) -> torch.Tensor:

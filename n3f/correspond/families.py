@@ -178,9 +178,10 @@ class ChairFamily:
             y = (torch.rand(8 * n, 3, generator=generator) * 2 - 1) * 1.0
             y = y[self.sdf(y).abs() < 0.1]
             for _ in range(4):
-                y = y.detach().requires_grad_(True)
-                d = self.sdf(y)
-                (grad,) = torch.autograd.grad(d.sum(), y)
+                with torch.enable_grad():
+                    y = y.detach().requires_grad_(True)
+                    d = self.sdf(y)
+                    (grad,) = torch.autograd.grad(d.sum(), y)
                 y = y - d[:, None] * grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
             y = y.detach()
             y = y[self.sdf(y).abs() < 1e-4]

@@ -76,9 +76,12 @@ def deformation_losses(
     inst_by = instance_field(by, by)
     occ_x, occ_y = occupancy(inst_x["sigma"], step), occupancy(tmpl_y["sigma"], step)
     terms = {
-        "feature": _weighted_mse(inst_x["feature"], tmpl_fx["feature"], occ_x) + _weighted_mse(tmpl_y["feature"], inst_by["feature"], occ_y),
-        "density": (occ_x - occupancy(tmpl_fx["sigma"], step)).square().mean() + (occ_y - occupancy(inst_by["sigma"], step)).square().mean(),
-        "cycle": (model.from_template(latent, fx) - x).square().sum(-1).mean() + (model.to_template(latent, by) - y).square().sum(-1).mean(),
+        "feature": _weighted_mse(inst_x["feature"], tmpl_fx["feature"], occ_x)
+        + _weighted_mse(tmpl_y["feature"], inst_by["feature"], occ_y),
+        "density": (occ_x - occupancy(tmpl_fx["sigma"], step)).square().mean()
+        + (occ_y - occupancy(inst_by["sigma"], step)).square().mean(),
+        "cycle": (model.from_template(latent, fx) - x).square().sum(-1).mean()
+        + (model.to_template(latent, by) - y).square().sum(-1).mean(),
         "smooth": smoothness(model.to_template, latent, x, weights.smooth_offset)
         + smoothness(model.from_template, latent, y, weights.smooth_offset),
         "small": (fx - x).square().sum(-1).mean() + (by - y).square().sum(-1).mean(),

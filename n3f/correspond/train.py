@@ -201,7 +201,11 @@ def fit_correspondence(config: CorrespondConfig, run_dir: Path, quiet: bool = Fa
                 except FloatingPointError as exc:
                     raise N3FError(f"correspondence training diverged at step {trainer.step + 1} ({exc}); try a lower --lr") from exc
                 if trainer.step % config.log_every == 0 or trainer.step == config.steps:
-                    row = {"step": trainer.step, "seconds": round(time.perf_counter() - start, 2), **{f"train/{k}": v for k, v in stats.items()}}
+                    row = {
+                        "step": trainer.step,
+                        "seconds": round(time.perf_counter() - start, 2),
+                        **{f"train/{k}": v for k, v in stats.items()},
+                    }
                     rows.append(json.dumps(row))
                     info = f"loss {stats['total']:.4f}  feature {stats['feature']:.4f}  cycle {stats['cycle']:.5f}"
                     bar.update(task, completed=trainer.step, info=info)
