@@ -88,13 +88,14 @@ def _pck_rows(predictions: list[torch.Tensor], data: EvalSet, prefix: str = "") 
 
 
 @torch.no_grad()
-def score_maps(family, maps, template_field, data: EvalSet, step: float = 0.03) -> dict[str, float]:
+def score_maps(family, maps, template_field, data: EvalSet, step: float = 0.03, labels: bool = True) -> dict[str, float]:
     """All metrics of one correspondence.
 
     Args:
         family: the procedural generator the set was drawn from.
         maps: the correspondence (``to_template``/``from_template``).
         template_field: the labelled template in the maps' template space (``sigma``, one-hot ``label``).
+        step: marching step of the label renders (world units); labels: False skips the label renders.
 
     Returns:
         ``pck@0.05``, ``pck@0.1`` (direct mapping), ``pck@0.05_template_nn``, ``pck@0.1_template_nn``
@@ -117,6 +118,8 @@ def score_maps(family, maps, template_field, data: EvalSet, step: float = 0.03) 
         for z, k, d in zip(data.latents, data.keypoints, data.diagonals)
     ]
     row["cycle_error"] = sum(cycles) / len(cycles)
+    if not labels:
+        return row
     predicted = [
         labels_from_render(render_image(label_transfer_field(maps, template_field, z), family.aabb, v, data.size, step))
         for z in data.latents

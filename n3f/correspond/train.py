@@ -43,6 +43,7 @@ class CorrespondConfig:
     lr: float = 2e-3  # Adam learning rate (cosine decay to 5% of it)
     seed: int = 0
     log_every: int = 25
+    threads: int = 1  # torch CPU threads; 1 measured 0.064 s/step against 2.7 s/step with 2 on a shared 2-core CPU
     model: DeformationConfig = field(default_factory=DeformationConfig)
     weights: LossWeights = field(default_factory=LossWeights)
 
@@ -185,6 +186,8 @@ def fit_correspondence(config: CorrespondConfig, run_dir: Path, quiet: bool = Fa
     from n3f.config import dumps_toml
     from n3f.correspond.families import create_family
 
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     gen = generator if generator is not None else create_family(config.family, seed=0)
     trainer = CorrespondTrainer(config, gen)
     columns = [TextColumn("correspond fit"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TextColumn("{task.fields[info]}")]
