@@ -66,6 +66,9 @@ def eval_command(
     views: Annotated[int, typer.Option("--views", help="Rendered views per instance for label-transfer mIoU.")] = 2,
     size: Annotated[int, typer.Option("--size", help="Side of the rendered label images, pixels.")] = 48,
     picture_size: Annotated[int, typer.Option("--picture-size", help="Side of each panel of the eval/*.png pictures (0: none).")] = 64,
+    invert: Annotated[
+        bool, typer.Option("--invert/--no-invert", help="Also score on latents recovered from 3 rendered views per instance.")
+    ] = True,
     quiet: QuietOpt = False,
     seed: SeedOpt = 12345,
 ) -> None:
@@ -79,7 +82,7 @@ def eval_command(
     """
     from n3f.correspond.evaluate import evaluate_run
 
-    results = evaluate_run(run, n_instances=instances, n_views=views, size=size, seed=seed, picture_size=picture_size)
+    results = evaluate_run(run, n_instances=instances, n_views=views, size=size, seed=seed, picture_size=picture_size, invert=invert)
     for method, row in results.items():
         if method != "eval":
             print(

@@ -110,7 +110,9 @@ def write_pictures(family, model, folder: Path, n_instances: int = 3, size: int 
     return paths
 
 
-def evaluate_run(run_dir: Path, n_instances: int = 8, n_views: int = 2, size: int = 48, seed: int = 12345, picture_size: int = 64) -> dict:
+def evaluate_run(
+    run_dir: Path, n_instances: int = 8, n_views: int = 2, size: int = 48, seed: int = 12345, picture_size: int = 64, invert: bool = True
+) -> dict:
     """Score the run's model on held-out instances and write metrics.json, metrics.md and eval/*.png.
 
     Args:
@@ -118,6 +120,7 @@ def evaluate_run(run_dir: Path, n_instances: int = 8, n_views: int = 2, size: in
         n_instances, n_views, size: held-out instances, label views per instance, label image side (pixels).
         seed: seed of the held-out latents (training never draws from it).
         picture_size: side of the pictures' panels (pixels); 0 writes no pictures.
+        invert: also score the maps on latents recovered from three rendered 24 x 24 views per instance.
 
     Returns:
         the results dict written to metrics.json.
@@ -141,7 +144,7 @@ def evaluate_run(run_dir: Path, n_instances: int = 8, n_views: int = 2, size: in
     family = create_family(config.family, seed=0)
     model = load_model(run_dir)
     data = make_eval_set(family, n_instances=n_instances, n_views=n_views, size=size, seed=seed)
-    results = evaluate_all(family, model, data)
+    results = evaluate_all(family, model, data, invert=invert)
     results["eval"] = {"instances": n_instances, "views": n_views, "size": size, "seed": seed, "keypoints": int(data.keypoints.shape[1])}
     if picture_size:
         write_pictures(family, model, run_dir / "eval", size=picture_size)

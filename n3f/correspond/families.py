@@ -212,9 +212,10 @@ class ChairFamily:
         feature = torch.cat([descriptor + noise, nuisance], -1)
         return {"sigma": sigma, "rgb": rgb, "feature": feature}
 
-    def field(self, latent: torch.Tensor, labels: bool = False):
-        """The instance of ``latent`` (16,) as a field; with ``labels`` also a ``label`` channel (N, 4) one-hot."""
-        latent = latent.detach().float()
+    def field(self, latent: torch.Tensor, labels: bool = False, differentiable: bool = False):
+        """The instance of ``latent`` (16,) as a field; with ``labels`` also a ``label`` channel (N, 4) one-hot;
+        with ``differentiable`` gradients reach ``latent`` (for inversion), otherwise it is detached."""
+        latent = latent.float() if differentiable else latent.detach().float()
         params = self._params(latent)
 
         def instance(points: torch.Tensor, dirs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -170,15 +170,35 @@ def learned_template_field(family):
     return family.field(family.template_latent(), labels=True)
 
 
+def invert_eval_set(family, data: EvalSet, n_views: int = 3, size: int = 24, iterations: int = 100) -> torch.Tensor:
+    """(n_instances, latent_dim) latents recovered from ``n_views`` rendered views of each held-out
+    instance (see :func:`~n3f.correspond.invert.invert_latent`)."""
+    from n3f.correspond.invert import invert_latent, render_targets, view_rays
+    from n3f.correspond.transfer import default_views
+
+    origins, dirs = view_rays([(a + 0.3, e) for a, e in default_views(n_views)], size)  # not the label views
+    return torch.stack([invert_latent(family, render_targets(family, z, origins, dirs), origins, dirs, iterations) for z in data.latents])
+
+
 @torch.no_grad()
-def evaluate_all(family, model, data: EvalSet) -> dict[str, dict[str, float]]:
-    """``{"learned", "identity", "feature_nn", "oracle"}`` -> metrics (see :func:`score_maps`)."""
+def evaluate_all(family, model, data: EvalSet, invert: bool = False) -> dict[str, dict[str, float]]:
+    """``{"learned", "identity", "feature_nn", "oracle"}`` -> metrics (see :func:`score_maps`); with
+    ``invert`` also ``learned_inverted`` and ``oracle_inverted``: the same maps driven by latents
+    recovered from rendered views instead of the true ones (scored against the true maps)."""
+    import dataclasses
+
     from n3f.correspond.match import IdentityMaps
 
     template = learned_template_field(family)
-    return {
+    results = {
         "learned": score_maps(family, model, template, data),
         "identity": score_maps(family, IdentityMaps(), template, data),
         "feature_nn": score_feature_nn(family, data),
         "oracle": score_maps(family, family, family.template_field(), data),
     }
+    if invert:
+        with torch.enable_grad():
+            inverted = dataclasses.replace(data, latents=invert_eval_set(family, data))
+        results["learned_inverted"] = score_maps(family, model, template, inverted)
+        results["oracle_inverted"] = score_maps(family, family, family.template_field(), inverted)
+    return results

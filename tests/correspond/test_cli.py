@@ -22,7 +22,20 @@ def test_fit_then_eval_writes_run_folder(tmp_path):
     assert (run / "checkpoints" / "step-0000020.pt").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder left behind
     out = run_n3f(
-        "correspond", "eval", "--run", str(run), "--instances", "2", "--views", "1", "--size", "16", "--picture-size", "16", "--quiet"
+        "correspond",
+        "eval",
+        "--run",
+        str(run),
+        "--instances",
+        "2",
+        "--views",
+        "1",
+        "--size",
+        "16",
+        "--picture-size",
+        "16",
+        "--no-invert",
+        "--quiet",
     )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((run / "metrics.json").read_text())
