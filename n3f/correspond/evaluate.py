@@ -3,7 +3,7 @@
 Writes into the run folder (never overwriting): ``metrics.json``
 (``{"learned"|"identity"|"feature_nn"|"oracle": {"pck@0.05", "pck@0.1", "miou", "miou_masked",
 "cycle_error", ...}}`` plus ``"eval"`` with the settings), ``metrics.md`` (the same as a table) and
-``eval/`` pictures: ``labels.png`` (true labels | learned | identity | feature_nn per held-out
+``eval/`` pictures: ``labels.png`` (true labels | learned | identity, one row per held-out
 instance), ``coordinates.png`` (rgb and rendered template-coordinate maps, learned vs oracle) and
 ``texture.png`` (source | target | target shape with the source texture, learned vs oracle).
 """
