@@ -82,7 +82,9 @@ def eval_command(
     """
     from n3f.correspond.evaluate import evaluate_run
 
-    results = evaluate_run(run, n_instances=instances, n_views=views, size=size, seed=seed, picture_size=picture_size, invert=invert)
+    results = evaluate_run(
+        run, n_instances=instances, n_views=views, size=size, seed=seed, picture_size=picture_size, invert=invert, quiet=quiet
+    )
     for method, row in results.items():
         if method != "eval":
             print(

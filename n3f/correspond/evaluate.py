@@ -111,7 +111,14 @@ def write_pictures(family, model, folder: Path, n_instances: int = 3, size: int 
 
 
 def evaluate_run(
-    run_dir: Path, n_instances: int = 8, n_views: int = 2, size: int = 48, seed: int = 12345, picture_size: int = 64, invert: bool = True
+    run_dir: Path,
+    n_instances: int = 8,
+    n_views: int = 2,
+    size: int = 48,
+    seed: int = 12345,
+    picture_size: int = 64,
+    invert: bool = True,
+    quiet: bool = True,
 ) -> dict:
     """Score the run's model on held-out instances and write metrics.json, metrics.md and eval/*.png.
 
@@ -121,6 +128,7 @@ def evaluate_run(
         seed: seed of the held-out latents (training never draws from it).
         picture_size: side of the pictures' panels (pixels); 0 writes no pictures.
         invert: also score the maps on latents recovered from three rendered 24 x 24 views per instance.
+        quiet: no progress bar.
 
     Returns:
         the results dict written to metrics.json.
@@ -132,6 +140,7 @@ def evaluate_run(
     from n3f.correspond.metrics import evaluate_all, make_eval_set
     from n3f.correspond.train import load_model, read_config
     from n3f.io import atomic_write_json, atomic_write_text
+    from n3f.progress import make_progress
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -144,7 +153,7 @@ def evaluate_run(
     family = create_family(config.family, seed=0)
     model = load_model(run_dir)
     data = make_eval_set(family, n_instances=n_instances, n_views=n_views, size=size, seed=seed)
-    results = evaluate_all(family, model, data, invert=invert)
+    results = evaluate_all(family, model, data, invert=invert, progress=make_progress(quiet))
     results["eval"] = {"instances": n_instances, "views": n_views, "size": size, "seed": seed, "keypoints": int(data.keypoints.shape[1])}
     if picture_size:
         write_pictures(family, model, run_dir / "eval", size=picture_size)

@@ -181,24 +181,33 @@ def invert_eval_set(family, data: EvalSet, n_views: int = 3, size: int = 24, ite
 
 
 @torch.no_grad()
-def evaluate_all(family, model, data: EvalSet, invert: bool = False) -> dict[str, dict[str, float]]:
+def evaluate_all(family, model, data: EvalSet, invert: bool = False, progress=None) -> dict[str, dict[str, float]]:
     """``{"learned", "identity", "feature_nn", "oracle"}`` -> metrics (see :func:`score_maps`); with
     ``invert`` also ``learned_inverted`` and ``oracle_inverted``: the same maps driven by latents
-    recovered from rendered views instead of the true ones (scored against the true maps)."""
+    recovered from rendered views instead of the true ones (scored against the true maps).
+    ``progress``: an optional ``track(iterable, description, total)`` (see :mod:`n3f.progress`)."""
     import dataclasses
 
     from n3f.correspond.match import IdentityMaps
 
     template = learned_template_field(family)
-    results = {
-        "learned": score_maps(family, model, template, data),
-        "identity": score_maps(family, IdentityMaps(), template, data),
-        "feature_nn": score_feature_nn(family, data),
-        "oracle": score_maps(family, family, family.template_field(), data),
+    stages = {
+        "learned": lambda: score_maps(family, model, template, data),
+        "identity": lambda: score_maps(family, IdentityMaps(), template, data),
+        "feature_nn": lambda: score_feature_nn(family, data),
+        "oracle": lambda: score_maps(family, family, family.template_field(), data),
     }
     if invert:
-        with torch.enable_grad():
-            inverted = dataclasses.replace(data, latents=invert_eval_set(family, data))
-        results["learned_inverted"] = score_maps(family, model, template, inverted)
-        results["oracle_inverted"] = score_maps(family, family, family.template_field(), inverted)
-    return results
+        inverted: list[EvalSet] = []
+
+        def invert_then_score() -> dict[str, float]:
+            with torch.enable_grad():
+                inverted.append(dataclasses.replace(data, latents=invert_eval_set(family, data)))
+            return score_maps(family, model, template, inverted[0])
+
+        stages["learned_inverted"] = invert_then_score
+        stages["oracle_inverted"] = lambda: score_maps(family, family, family.template_field(), inverted[0])
+    names = list(stages)
+    if progress is not None:
+        names = progress(names, "correspond eval", len(names))
+    return {name: stages[name]() for name in names}
