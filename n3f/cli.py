@@ -819,6 +819,11 @@ def _points_or_warning(trainer, maps):
         return None
 
 
+from n3f.correspond.cli import app as _correspond_app  # noqa: E402
+
+app.add_typer(_correspond_app, name="correspond")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the app, turning N3FError into exit code 2.
 
