@@ -47,8 +47,8 @@ def render_streams(
     Returns:
         ``rgb`` (n_rays, 3), ``feature`` (n_rays, D), ``beta`` (n_rays, 1) composited uncertainty,
         ``share/static|dynamic|actor`` (n_rays, 1) (each stream's part of the pixel; they sum to
-        ``opacity``), ``opacity``, ``depth`` (n_rays, 1), ``n_samples``, ``transient_sigma``
-        (mean density of the transient streams over their samples, for the sparsity loss) and,
+        ``opacity``), ``opacity``, ``depth`` (n_rays, 1), ``n_samples``, ``dynamic_sigma`` and
+        ``actor_sigma`` (each stream's mean density over its samples, for the sparsity loss) and,
         with ``surface_window``, ``surface/<channel>``.
     """
     n_rays = len(origins)
@@ -93,8 +93,7 @@ def render_streams(
         )
         out.update({f"surface/{k}": v for k, v in surface.items()})
     out["depth"] = space.world_depth(origins, dirs, out["depth"][:, 0])[:, None]
-    n_transient = len(ri) + len(a_ri)
-    transient_sigma = (sigma * (1 - values["share/static"][:, 0])).sum() / max(n_transient, 1)
-    out["transient_sigma"] = transient_sigma
+    out["dynamic_sigma"] = (sigma * values["share/dynamic"][:, 0]).sum() / max(len(ri), 1)
+    out["actor_sigma"] = (sigma * values["share/actor"][:, 0]).sum() / max(len(a_ri), 1)
     out["n_samples"] = torch.tensor(len(ray_indices))
     return out
