@@ -108,7 +108,8 @@ class FitConfig:
             is the actor stream's; the dynamic stream has its own (``dynamic_sparsity``).
         dynamic_sparsity: the same penalty for the dynamic stream. A world-space field is as able as
             the static one to explain the static scene: at 1e-3 over 1,000 steps it took the table's
-            colour from the static field (which kept the geometry, grey).
+            colour from the static field (which kept the geometry, grey); a larger weight is the
+            next thing to try.
         actor_depth: the actor stream covers this much of every ray from the camera (space units).
         uncertainty_loss: train the transient streams' uncertainty (on the detached residual).
         transient_density_bias: density pre-activation bias of the transient streams (they start
@@ -151,7 +152,7 @@ class FitConfig:
     grid_preset: str = "cpu"
     dynamic: bool | None = None
     transient_sparsity: float = 1e-3
-    dynamic_sparsity: float = 1e-2
+    dynamic_sparsity: float = 1e-3
     actor_depth: float = 0.24
     uncertainty_loss: bool = True
     transient_density_bias: float = -3.0
