@@ -765,8 +765,8 @@ def fit(
     cache = compute_features(
         scene, config.teacher or None, {"device": config.device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
     )
-    if config.dynamic is None:
-        config = dataclasses.replace(config, dynamic=bool(scene.metadata.get("recipe_dynamic", False)))
+    if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
+        config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
     if resume is None:
         run_dir = new_run_dir(output, scene.name, cache.meta["teacher"])
         run_dir.mkdir(parents=True)
