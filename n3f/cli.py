@@ -496,7 +496,8 @@ def render_command(
     threshold: Annotated[
         float | None,
         typer.Option(
-            "--threshold", help="Similarity above which samples are edited (default: the upper multi-Otsu cut on the scene points)."
+            "--threshold",
+            help="Similarity above which samples are edited, inside the segmented object's box (default: the segment's cut, as in export).",
         ),
     ] = None,
     quiet: QuietOpt = False,
@@ -701,7 +702,10 @@ def export_command(
     size: SizeOpt = 32,
     threshold: Annotated[
         float | None,
-        typer.Option("--threshold", help="Similarity threshold of the segment (default: the upper of three multi-Otsu classes)."),
+        typer.Option(
+            "--threshold",
+            help="Similarity threshold of the segment (default: the upper of three multi-Otsu classes of -log(1 - similarity)).",
+        ),
     ] = None,
     clusters: Annotated[int, typer.Option("--clusters", help="Export every object found by k-means on the features as its own PLY.")] = 0,
     voxel: Annotated[float, typer.Option("--voxel", help="Voxel size in normalised scene units (the scene box spans about 2).")] = 0.01,

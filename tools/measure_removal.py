@@ -1,7 +1,7 @@
 """Measure object removal on the demo scene against the scene rendered without the object.
 
 For each object (or --object NAME), the run's held-out frames that show it are rendered with the
-object removed (a query on its central patch, the default threshold: the upper multi-Otsu cut) and compared on the object's pixels
+object removed (a query on its central patch, the default selection: the segment's cut inside its padded box) and compared on the object's pixels
 with the exact render of the demo without it; the unedited render is scored the same way, and the
 other pixels of the removed render against the original images. Prints one JSON line per object.
 

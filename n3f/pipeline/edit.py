@@ -1,9 +1,13 @@
 """Scene editing with feature queries (N3F's object removal and recolouring).
 
 The edited field is the student with a selection: every sample whose feature's cosine similarity
-to the query exceeds a threshold belongs to the object. ``remove`` zeroes the selection's density
-(the renderer then sees through to what lies behind it); ``recolour`` replaces its colour. The
-threshold defaults to the upper multi-Otsu cut (object_threshold) of the similarities of the scene's point cloud, as in export.
+to the query exceeds a threshold, inside the box around the queried object, belongs to the object.
+``remove`` zeroes the selection's density (the renderer then sees through to what lies behind
+it); ``recolour`` replaces its colour. The threshold defaults to the object cut
+(:func:`~n3f.pipeline.pointcloud.object_threshold`) of the similarities of the scene's point cloud,
+and the box is that of the segment ``n3f export`` would write for the same query (the points above
+the threshold in the cluster at the clicked point), padded: without it, every look-alike in the
+scene (the other mug, the can) goes with the queried object.
 """
 
 from __future__ import annotations
@@ -41,30 +45,38 @@ class EditedField:
     Args:
         model: the StudentField; vector: (D,) unit query vector; threshold: cosine similarity above
             which a sample is selected; mode: ``remove`` or ``recolour``; colour: RGB in [0, 1].
+        region: optional (2, 3) box [min, max] in the field's march space; samples outside it are
+            never selected (None: the whole scene).
     """
 
-    def __init__(self, model, vector: np.ndarray, threshold: float, mode: str = "remove", colour=(1.0, 0.0, 1.0)):
+    def __init__(
+        self, model, vector: np.ndarray, threshold: float, mode: str = "remove", colour=(1.0, 0.0, 1.0), region: torch.Tensor | None = None
+    ):
         if mode not in MODES:
             raise N3FError(f"unknown edit {mode!r}; use remove or recolour")
         p = next(model.parameters())
         self.model, self.mode, self.threshold = model, mode, float(threshold)
         self.vector = torch.as_tensor(np.asarray(vector, np.float32), device=p.device)
         self.colour = torch.tensor(colour, dtype=torch.float32, device=p.device)
+        self.region = None if region is None else torch.as_tensor(region, dtype=torch.float32, device=p.device).reshape(2, 3)
 
-    def _selected(self, feature: torch.Tensor) -> torch.Tensor:
+    def _selected(self, feature: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         f = feature / feature.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        return (f @ self.vector) > self.threshold
+        chosen = (f @ self.vector) > self.threshold
+        if self.region is not None:
+            chosen &= ((points >= self.region[0]) & (points <= self.region[1])).all(-1)
+        return chosen
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) -> (N,) densities after the edit."""
         sigma, code = self.model._geometry(points)
         if self.mode == "remove":
-            sigma = torch.where(self._selected(self.model.feature_head(code)), torch.zeros_like(sigma), sigma)
+            sigma = torch.where(self._selected(self.model.feature_head(code), points), torch.zeros_like(sigma), sigma)
         return sigma
 
     def __call__(self, points: torch.Tensor, dirs: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(points, dirs, features=True)
-        chosen = self._selected(out["feature"])
+        chosen = self._selected(out["feature"], points)
         if self.mode == "remove":
             out["sigma"] = torch.where(chosen, torch.zeros_like(out["sigma"]), out["sigma"])
         else:
@@ -72,18 +84,42 @@ class EditedField:
         return out
 
 
-def query_edit(trainer, maps, patch, mode: str, colour=(1.0, 0.0, 1.0), threshold: float | None = None) -> EditedField:
-    """The edit of the object a patch shows: the student's query vector over the patch, and (by
-    default) the upper multi-Otsu cut (:func:`~n3f.pipeline.pointcloud.object_threshold`) of the similarities of the scene's point cloud.
+def object_region(positions: np.ndarray, space, pad: float = 0.25, margin: float = 0.02) -> torch.Tensor:
+    """The box around an object's points in a field's march space.
+
+    Args:
+        positions: (N, 3) the object's points (normalised scene frame), N >= 1.
+        space: the run's space (:mod:`n3f.render.spaces`).
+        pad: share of the box's size added on every side (the points see only the visible surface).
+        margin: added on every side as well, in march-space units.
+
+    Returns:
+        (2, 3) float32 box [min, max].
+    """
+    p = space.points_to_space(torch.as_tensor(np.asarray(positions, np.float32)))
+    lo, hi = p.min(0).values, p.max(0).values
+    grow = (hi - lo) * pad + margin
+    return torch.stack([lo - grow, hi + grow])
+
+
+def query_edit(
+    trainer, maps, patch, mode: str, colour=(1.0, 0.0, 1.0), threshold: float | None = None, restrict: bool = True
+) -> EditedField:
+    """The edit of the object a patch shows: the student's query vector over the patch, the
+    object cut (:func:`~n3f.pipeline.pointcloud.object_threshold`) of the similarities of the scene's
+    point cloud (or ``threshold``), and the box of the segmented object (:func:`object_region`).
 
     Args:
         trainer: a loaded run; maps: its StudentMaps; patch: a :class:`n3f.pipeline.query.Patch`.
+        restrict: select only inside the segmented object's box (False: everywhere in the scene).
     """
-    from n3f.pipeline.pointcloud import object_threshold, scene_points
+    from n3f.pipeline.pointcloud import scene_points, segment
     from n3f.pipeline.query import QueryEngine
     from n3f.pipeline.query_report import point_similarity
 
-    vector = QueryEngine(trainer, maps).vector(patch, "student")
-    if threshold is None:
-        threshold = object_threshold(point_similarity(scene_points(trainer.scene, maps), vector))
-    return EditedField(trainer.model, vector, threshold, mode, colour)
+    engine = QueryEngine(trainer, maps)
+    vector = engine.vector(patch, "student")
+    points = scene_points(trainer.scene, maps)
+    chosen, threshold = segment(points, point_similarity(points, vector), threshold, anchor=engine.anchor(patch))
+    region = object_region(points.positions[chosen], trainer.space) if restrict and chosen.any() else None
+    return EditedField(trainer.model, vector, threshold, mode, colour, region)

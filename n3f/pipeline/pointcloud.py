@@ -152,20 +152,31 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def object_threshold(values: np.ndarray, classes: int = 3) -> float:
-    """The upper of scikit-image's multi-Otsu thresholds of a 1-D sample (``classes`` classes).
+    """The object's cut of a query's cosine similarities (N,): the upper of scikit-image's
+    multi-Otsu thresholds (``classes`` classes) on the log angular distance ``-log(1 - s)``.
 
     A query's similarity over a scene falls into three groups, not two: the rest of the room, the
-    surface the object stands on (a fitted field's features blur into it) and the object. Otsu's
-    single cut separates the first from the other two; the upper multi-Otsu cut separates the
-    object. Falls back to :func:`otsu_threshold` when the sample has fewer than ``classes``
-    distinct values.
+    surface the object stands on (a fitted field's features blur into it) and the object. The
+    upper multi-Otsu cut separates the object. The cut is taken on ``-log(1 - s)`` because a
+    fitted field's object points crowd just below 1 (cosines of 0.95-0.999 on the demo scene),
+    where a linear histogram puts them in one or two bins and Otsu cuts far too low; the log
+    spreads that end out. Falls back to :func:`otsu_threshold` (on the same scale) when the sample
+    has fewer than ``classes`` distinct values.
+
+    Returns:
+        The threshold as a cosine similarity.
     """
     from skimage.filters import threshold_multiotsu
 
     values = np.asarray(values, np.float64).reshape(-1)
-    if len(np.unique(values)) < classes:
-        return otsu_threshold(values)
-    return float(threshold_multiotsu(values, classes=classes)[-1])
+    if len(values) == 0:
+        return 0.0
+    closeness = -np.log(np.clip(1.0 - values, 1e-6, None))
+    if len(np.unique(closeness)) < classes:
+        cut = otsu_threshold(closeness)
+    else:
+        cut = float(threshold_multiotsu(closeness, classes=classes)[-1])
+    return float(1.0 - np.exp(-cut))
 
 
 def segment(

@@ -27,6 +27,10 @@ class BoxSpace:
         """World distance along the ray of space distance ``t``."""
         return t
 
+    def points_to_space(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) world points -> (N, 3) points in this space (here: unchanged)."""
+        return points
+
     def state(self) -> dict:
         return {"kind": "box", "aabb": self.aabb.tolist()}
 
@@ -85,6 +89,14 @@ class NDCSpace:
         )
         length = d_ndc.norm(dim=-1)
         return o_ndc, d_ndc / length[:, None], length  # t in [0, length] covers near .. infinity
+
+    def points_to_space(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) world points (in front of the reference camera) -> (N, 3) NDC points."""
+        R, t = self.ref_c2w[:3, :3].to(points), self.ref_c2w[:3, 3].to(points)
+        flip = torch.tensor([1.0, -1.0, -1.0], device=points.device)
+        o = ((points - t) @ R) * flip
+        ax, ay = -2 * self.focal / self.width, -2 * self.focal / self.height
+        return torch.stack([ax * o[:, 0] / o[:, 2], ay * o[:, 1] / o[:, 2], 1 + 2 * self.near / o[:, 2]], -1)
 
     def world_depth(self, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Depth along the reference camera's axis of NDC distance ``t`` (inf at z_ndc = 1)."""

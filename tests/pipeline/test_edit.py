@@ -45,6 +45,21 @@ def test_selection_extremes_are_exact(trainer):
     assert torch.equal(magenta["opacity"], plain["opacity"])  # recolouring keeps the geometry
 
 
+def test_selection_stays_inside_the_region(trainer):
+    """Everything is similar (threshold -2), but only samples inside the region are removed."""
+    frame = trainer.scene.frames[0]
+    plain = trainer.render_frame(frame)
+    vec = np.zeros(trainer.model.config.feature_dim, np.float32)
+    vec[0] = 1
+    elsewhere = torch.tensor([[50.0, 50, 50], [51, 51, 51]])
+    untouched = trainer.render_frame(frame, field=EditedField(trainer.model, vec, -2.0, "remove", region=elsewhere))
+    assert torch.equal(untouched["opacity"], plain["opacity"])
+    box = trainer.space.aabb
+    lower_half = torch.stack([box[0], (box[0] + box[1]) / 2])
+    half = trainer.render_frame(frame, field=EditedField(trainer.model, vec, -2.0, "remove", region=lower_half))
+    assert float(half["opacity"].max()) > 0 and float((plain["opacity"] - half["opacity"]).max()) > 0.01
+
+
 def test_render_command_edits(fitted_run, tmp_path):
     def run(*args):
         cmd = [sys.executable, "-m", "n3f", "render", "--run", str(fitted_run), "--quiet", *args]

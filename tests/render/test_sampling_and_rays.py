@@ -114,3 +114,5 @@ def test_ndc_keeps_rays_straight_and_depth_round_trips():
         p_ndc_z = 1 - 2 * space.near / p[:, 2]
         t_ndc = (p_ndc_z - o[:, 2]) / d[:, 2]
         torch.testing.assert_close(space.world_depth(origins, dirs, t_ndc), torch.full((3,), z), rtol=1e-4, atol=1e-4)
+        # points_to_space puts the world point on that NDC ray at that t
+        torch.testing.assert_close(space.points_to_space(p), o + t_ndc[:, None] * d, rtol=1e-4, atol=1e-4)
