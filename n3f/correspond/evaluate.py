@@ -22,7 +22,7 @@ PALETTE = np.array([[20, 20, 20], [230, 159, 0], [86, 180, 233], [0, 158, 115], 
 
 def metrics_markdown(results: dict[str, dict[str, float]]) -> str:
     """A Markdown table of methods (rows) by metrics (columns); PCK and mIoU in percent."""
-    keys = ["pck@0.05", "pck@0.1", "pck@0.1_template_nn", "miou", "miou_masked", "cycle_error"]
+    keys = ["pck@0.05", "pck@0.1", "pck@0.1_template_nn", "miou", "miou_masked", "miou_warped", "miou_warped_masked", "cycle_error"]
     lines = ["| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for method, row in results.items():
         cells = []
@@ -76,7 +76,13 @@ def write_pictures(family, model, folder: Path, n_instances: int = 3, size: int 
     for z in latents:
         row = [PALETTE[labels_from_render(render_image(family.field(z, labels=True), family.aabb, view, size)).numpy()]]
         for maps in (model, IdentityMaps()):
-            row.append(PALETTE[labels_from_render(render_image(label_transfer_field(maps, template, z), family.aabb, view, size)).numpy()])
+            row.append(
+                PALETTE[
+                    labels_from_render(
+                        render_image(label_transfer_field(maps, template, z, family.field(z)), family.aabb, view, size)
+                    ).numpy()
+                ]
+            )
         label_rows.append(row)
     paths.append(folder / "labels.png")
     atomic_save_image(paths[-1], Image.fromarray(_grid(label_rows)))

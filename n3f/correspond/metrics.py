@@ -99,7 +99,9 @@ def score_maps(family, maps, template_field, data: EvalSet, step: float = 0.03, 
 
     Returns:
         ``pck@0.05``, ``pck@0.1`` (direct mapping), ``pck@0.05_template_nn``, ``pck@0.1_template_nn``
-        (nearest surface point of B in template space), ``miou``, ``miou_masked``, ``cycle_error``
+        (nearest surface point of B in template space), ``miou``, ``miou_masked`` (template labels on
+        the instance's own geometry), ``miou_warped``, ``miou_warped_masked`` (the template warped
+        onto the instance, silhouette included), ``cycle_error``
         (fraction of the diagonal) and ``confidence_error_correlation`` (Pearson correlation of the
         cycle-error confidence with the transfer error).
     """
@@ -120,13 +122,18 @@ def score_maps(family, maps, template_field, data: EvalSet, step: float = 0.03, 
     row["cycle_error"] = sum(cycles) / len(cycles)
     if not labels:
         return row
-    predicted = [
-        labels_from_render(render_image(label_transfer_field(maps, template_field, z), family.aabb, v, data.size, step))
-        for z in data.latents
-        for v in data.views
-    ]
-    row["miou"] = mean_iou(predicted, data.label_images, family.n_parts + 1, masked=False)
-    row["miou_masked"] = mean_iou(predicted, data.label_images, family.n_parts + 1, masked=True)
+    for suffix, on_instance in (("", True), ("_warped", False)):
+        predicted = [
+            labels_from_render(
+                render_image(
+                    label_transfer_field(maps, template_field, z, family.field(z) if on_instance else None), family.aabb, v, data.size, step
+                )
+            )
+            for z in data.latents
+            for v in data.views
+        ]
+        row[f"miou{suffix}"] = mean_iou(predicted, data.label_images, family.n_parts + 1, masked=False)
+        row[f"miou{suffix}_masked"] = mean_iou(predicted, data.label_images, family.n_parts + 1, masked=True)
     return row
 
 

@@ -62,10 +62,29 @@ def render_image(
     return {k: torch.cat(v).reshape(size, size, -1) for k, v in parts.items()}
 
 
-def label_transfer_field(maps, template_field, latent: torch.Tensor) -> DeformedField:
-    """The template (a field with ``sigma`` and a one-hot ``label``, in the maps' template space) seen
-    on the instance ``latent`` through ``maps.to_template``: its labels land on the instance."""
-    return DeformedField(template_field, lambda p: maps.to_template(latent, p))
+def label_transfer_field(maps, template_field, latent: torch.Tensor, instance_field=None):
+    """Template labels carried onto the instance ``latent`` through ``maps.to_template``.
+
+    Args:
+        maps: the correspondence; template_field: a field with ``sigma`` and a one-hot ``label``
+            (N, n_parts) in the maps' template space; latent: (latent_dim,).
+        instance_field: the instance itself (the generator's field of ``latent``). When given, the
+            render has the instance's own geometry and every sample takes the label of its template
+            point (CoordGAN's and the paper's label transfer: the instance is what the generator
+            gives; only the labels travel). When None, the whole template is warped onto the
+            instance, silhouette included (a harder test of the backward map).
+
+    Returns:
+        A field with ``sigma`` and ``label``.
+    """
+    warped = DeformedField(template_field, lambda p: maps.to_template(latent, p))
+    if instance_field is None:
+        return warped
+
+    def field(points: torch.Tensor, dirs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"sigma": instance_field(points, dirs)["sigma"], "label": warped(points, dirs)["label"]}
+
+    return field
 
 
 def texture_transfer_field(maps, source_field, source_latent: torch.Tensor, target_latent: torch.Tensor) -> DeformedField:

@@ -15,12 +15,13 @@ def test_oracle_scores_100_percent(family, small_eval_set):
     row = score_maps(family, family, family.template_field(), small_eval_set)
     assert row["pck@0.05"] == 1.0 and row["pck@0.1"] == 1.0 and row["pck@0.05_template_nn"] == 1.0
     assert row["miou"] == 1.0 and row["miou_masked"] == 1.0
+    assert row["miou_warped"] == 1.0 and row["miou_warped_masked"] == 1.0
     assert row["cycle_error"] < 1e-5
 
 
 def test_identity_and_feature_nn_are_imperfect(family, small_eval_set):
     identity = score_maps(family, IdentityMaps(), learned_template_field(family), small_eval_set)
-    assert identity["pck@0.05"] < 0.6 and identity["miou"] < 0.95
+    assert identity["pck@0.05"] < 0.6 and identity["miou"] < 0.95 and identity["miou_warped"] < 0.95
     nn = score_feature_nn(family, small_eval_set)
     assert 0 < nn["pck@0.1"] < 1.0 and 0 < nn["miou_masked"] < 1.0
 
@@ -40,7 +41,7 @@ def test_template_bijection_leaves_every_metric_unchanged(family, small_eval_set
     template = learned_template_field(family)
     base = score_maps(family, model, template, small_eval_set)
     moved = score_maps(family, ComposedMaps(model, phi, phi_inverse), DeformedField(template, phi_inverse), small_eval_set)
-    for key in ("pck@0.05", "pck@0.1", "miou", "miou_masked", "cycle_error"):
+    for key in ("pck@0.05", "pck@0.1", "miou", "miou_masked", "miou_warped", "miou_warped_masked", "cycle_error"):
         assert abs(base[key] - moved[key]) < 2e-3, (key, base[key], moved[key])
     # nearest neighbours in template space are invariant to isometries of it
     R = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(6)))[0]
