@@ -702,7 +702,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Keep only metric rows up to ``step`` (so a resumed run's log equals an uninterrupted one's)."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                rows.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):  # a row torn by a kill mid-write: rewritten by the resumed run
+            continue
     atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
