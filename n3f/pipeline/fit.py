@@ -658,9 +658,35 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Restore model, grid, optimisers, RNGs and step from ``path``.
+
+        Raises:
+            N3FError: the file is unreadable, from a newer n3f, or does not fit this run's config,
+                scene or teacher features (the message names the file and the mismatch).
+        """
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (RuntimeError, OSError, EOFError, ValueError) as exc:  # torn or foreign file
+            raise N3FError(f"checkpoint {path} cannot be read ({exc}); delete it to resume from the one before") from exc
+        if not isinstance(state, dict) or "model" not in state:
+            raise N3FError(f"{path} is not an n3f checkpoint")
         if state.get("schema_version", 0) > SCHEMA_VERSION:
             raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
+        if state.get("teacher") not in (None, self.cache.teacher):
+            raise N3FError(
+                f"checkpoint {path} was fitted to {state['teacher']} features but this run's feature cache is {self.cache.teacher}; "
+                "the run's config.toml no longer matches its checkpoints"
+            )
+        try:
+            self._load_states(state, path)
+        except (RuntimeError, KeyError) as exc:  # shapes differ: config.toml edited, or a checkpoint of another run
+            first = str(exc).strip().splitlines()
+            raise N3FError(
+                f"checkpoint {path} does not fit this run's config ({' '.join(first[:2])[:300]}); "
+                "load it with the config.toml it was written with"
+            ) from exc
+
+    def _load_states(self, state: dict, path: Path) -> None:
         self.model.load_state_dict(state["model"])
         if (self.transient is not None) != ("transient" in state):
             has = "has" if "transient" in state else "has no"
