@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -664,12 +665,7 @@ class Trainer:
             N3FError: the file is unreadable, from a newer n3f, or does not fit this run's config,
                 scene or teacher features (the message names the file and the mismatch).
         """
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except (RuntimeError, OSError, EOFError, ValueError) as exc:  # torn or foreign file
-            raise N3FError(f"checkpoint {path} cannot be read ({exc}); delete it to resume from the one before") from exc
-        if not isinstance(state, dict) or "model" not in state:
-            raise N3FError(f"{path} is not an n3f checkpoint")
+        state = read_checkpoint(path, self.device)
         if state.get("schema_version", 0) > SCHEMA_VERSION:
             raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
         if state.get("teacher") not in (None, self.cache.teacher):
@@ -710,6 +706,21 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.n_rays = state["n_rays"]
         self.step = state["step"]
+
+
+def read_checkpoint(path: Path, device="cpu") -> dict:
+    """The state dict saved at ``path``.
+
+    Raises:
+        N3FError: the file is torn, not a checkpoint, or unreadable (the message names it).
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # torn or foreign file
+        raise N3FError(f"checkpoint {path} cannot be read ({str(exc)[:200]}); delete it to resume from the one before") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise N3FError(f"{path} is not an n3f checkpoint")
+    return state
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -882,7 +893,7 @@ def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise N3FError(f"run {run_dir} has no checkpoint yet; let `n3f fit` write one (or resume it)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt)
     track = make_progress(quiet)
     scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
     trainer = Trainer(config, scene, FeatureCache.open(Path(state["feature_cache"])), run_dir, progress=track)

@@ -1,4 +1,4 @@
-"""``n3f serve`` under load: tools/load_serve.py scaled down (100 malformed + 100 valid requests).
+"""``n3f serve`` under load: tools/load_serve.py scaled down (60 malformed + 60 valid requests).
 
 The script starts the real ``n3f serve`` child on loopback; every malformed request must get a 4xx
 (path traversal a 404), every query a ranking, the first query the same ranking after the load,
@@ -21,9 +21,9 @@ def _load_tool():
 
 
 def test_scaled_down_load_leaves_the_server_answering_correctly(fitted_run):
-    report = _load_tool().run_load(fitted_run, n_malformed=100, n_valid=100, seed=1)
+    report = _load_tool().run_load(fitted_run, n_malformed=60, n_valid=60, seed=1)
     assert report["failures"] == [], report
-    assert report["malformed"] == 100 and report["valid"] == 100
+    assert report["malformed"] == 60 and report["valid"] == 60
     for label in ("traversal", "traversal-encoded", "traversal-static", "traversal-run"):
         assert set(report["statuses"][label]) == {"404"}, report["statuses"][label]
     assert {"400"} == set(report["statuses"]["nan-box"]) == set(report["statuses"]["inf-point"])
