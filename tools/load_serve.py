@@ -110,6 +110,7 @@ def malformed_requests(n_frames: int, width: int, height: int, rng: random.Rando
         ("not-json", lambda h, p: request(h, p, "POST", "/api/query", b"{not json", {"Content-Type": "application/json"})[0]),
         ("nan-box", lambda h, p: request(h, p, "POST", "/api/query", nan_box)[0]),
         ("inf-point", lambda h, p: request(h, p, "POST", "/api/query", b'{"frame": 0, "point": [Infinity, 3]}')[0]),
+        ("huge-integer", lambda h, p: _query(h, p, {"frame": 0, "point": [10**400, 1]})),
         ("negative-size", lambda h, p: _query(h, p, {"frame": 0, "point": [1, 1], "size": -4})),
         ("float-size", lambda h, p: _query(h, p, {"frame": 0, "point": [1, 1], "size": 2.5})),
         ("box-outside", lambda h, p: _query(h, p, {"frame": 0, "box": [width, height, width + 9, height + 9]})),

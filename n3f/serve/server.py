@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import math
 import re
 import tempfile
 import threading
@@ -182,7 +183,12 @@ class QueryService:
 
 def _finite_number(value, kind: type | tuple[type, ...] = (int, float)) -> bool:
     """Whether a JSON value is a finite number of ``kind`` (JSON's NaN/Infinity and booleans refused)."""
-    return isinstance(value, kind) and not isinstance(value, bool) and bool(np.isfinite(float(value)))
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+        return False
 
 
 def _png(rgb: np.ndarray) -> bytes:

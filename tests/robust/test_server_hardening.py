@@ -26,7 +26,7 @@ def test_scaled_down_load_leaves_the_server_answering_correctly(fitted_run):
     assert report["malformed"] == 60 and report["valid"] == 60
     for label in ("traversal", "traversal-encoded", "traversal-static", "traversal-run"):
         assert set(report["statuses"][label]) == {"404"}, report["statuses"][label]
-    assert {"400"} == set(report["statuses"]["nan-box"]) == set(report["statuses"]["inf-point"])
+    assert {"400"} == set(report["statuses"]["nan-box"]) == set(report["statuses"]["inf-point"]) == set(report["statuses"]["huge-integer"])
     assert set(report["statuses"]["oversized-body"]) == {"413"} and set(report["statuses"]["bad-method"]) == {"405"}
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"]
 
