@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -658,9 +659,30 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Restore model, grid, optimisers, RNGs and step from ``path``.
+
+        Raises:
+            N3FError: the file is unreadable, from a newer n3f, or does not fit this run's config,
+                scene or teacher features (the message names the file and the mismatch).
+        """
+        state = read_checkpoint(path, self.device)
         if state.get("schema_version", 0) > SCHEMA_VERSION:
             raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
+        if state.get("teacher") not in (None, self.cache.teacher):
+            raise N3FError(
+                f"checkpoint {path} was fitted to {state['teacher']} features but this run's feature cache is {self.cache.teacher}; "
+                "the run's config.toml no longer matches its checkpoints"
+            )
+        try:
+            self._load_states(state, path)
+        except (RuntimeError, KeyError) as exc:  # shapes differ: config.toml edited, or a checkpoint of another run
+            first = str(exc).strip().splitlines()
+            raise N3FError(
+                f"checkpoint {path} does not fit this run's config ({' '.join(first[:2])[:300]}); "
+                "load it with the config.toml it was written with"
+            ) from exc
+
+    def _load_states(self, state: dict, path: Path) -> None:
         self.model.load_state_dict(state["model"])
         if (self.transient is not None) != ("transient" in state):
             has = "has" if "transient" in state else "has no"
@@ -686,6 +708,21 @@ class Trainer:
         self.step = state["step"]
 
 
+def read_checkpoint(path: Path, device="cpu") -> dict:
+    """The state dict saved at ``path``.
+
+    Raises:
+        N3FError: the file is torn, not a checkpoint, or unreadable (the message names it).
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # torn or foreign file
+        raise N3FError(f"checkpoint {path} cannot be read ({str(exc)[:200]}); delete it to resume from the one before") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise N3FError(f"{path} is not an n3f checkpoint")
+    return state
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The highest-step readable checkpoint of a run, or None."""
     ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
@@ -702,7 +739,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Keep only metric rows up to ``step`` (so a resumed run's log equals an uninterrupted one's)."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                rows.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):  # a row torn by a kill mid-write: rewritten by the resumed run
+            continue
     atomic_write_text(path, "".join(r + "\n" for r in rows))
 
 
@@ -850,7 +893,7 @@ def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise N3FError(f"run {run_dir} has no checkpoint yet; let `n3f fit` write one (or resume it)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt)
     track = make_progress(quiet)
     scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
     trainer = Trainer(config, scene, FeatureCache.open(Path(state["feature_cache"])), run_dir, progress=track)

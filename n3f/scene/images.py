@@ -58,10 +58,19 @@ def load_frame_image(frame: Frame) -> np.ndarray:
 
     Returns:
         (frame.height, frame.width, 3) float32 RGB in [0, 1].
+
+    Raises:
+        ImageReadError: the file is missing or undecodable, or its aspect ratio is not the frame's.
     """
     import cv2
 
     image = read_image(frame.image_path)
+    height, width = image.shape[:2]
+    if abs(width * frame.height / height - frame.width) > max(1.0, 0.02 * frame.width):
+        raise ImageReadError(
+            f"image {frame.image_path} is {width}x{height} but its camera is calibrated for {frame.width}x{frame.height} "
+            "(another aspect ratio): it is not the image the poses were made for. Replace it or fix the scene file."
+        )
     if image.shape[:2] != (frame.height, frame.width):
         image = cv2.resize(image, (frame.width, frame.height), interpolation=cv2.INTER_AREA)
     return image

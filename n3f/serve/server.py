@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import math
 import re
 import tempfile
 import threading
@@ -82,7 +83,7 @@ class QueryService:
     def _check_frame(self, index) -> int:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(self.scene.frames):
             raise RequestError(
-                HTTPStatus.NOT_FOUND if isinstance(index, int) else HTTPStatus.BAD_REQUEST,
+                HTTPStatus.NOT_FOUND if isinstance(index, int) and not isinstance(index, bool) else HTTPStatus.BAD_REQUEST,
                 f"frame {index!r} is out of range 0..{len(self.scene.frames) - 1}",
             )
         return index
@@ -103,14 +104,12 @@ class QueryService:
         try:
             if "box" in body:
                 box = body["box"]
-                if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+                if not (isinstance(box, list) and len(box) == 4 and all(_finite_number(v) for v in box)):
                     raise RequestError(HTTPStatus.BAD_REQUEST, "box must be [x0, y0, x1, y1] in pixels")
                 patch = Patch(frame, check_box(tuple(int(round(v)) for v in box), f.width, f.height))
             elif "point" in body:
                 pt, size = body["point"], body.get("size", 32)
-                if not (isinstance(pt, list) and len(pt) == 2 and all(isinstance(v, (int, float)) for v in pt)) or not isinstance(
-                    size, int
-                ):
+                if not (isinstance(pt, list) and len(pt) == 2 and all(_finite_number(v) for v in pt)) or not _finite_number(size, int):
                     raise RequestError(HTTPStatus.BAD_REQUEST, "point must be [x, y] in pixels and size an integer")
                 patch = Patch(frame, point_box(float(pt[0]), float(pt[1]), size, f.width, f.height))
             else:
@@ -182,6 +181,16 @@ class QueryService:
             return path.read_bytes()
 
 
+def _finite_number(value, kind: type | tuple[type, ...] = (int, float)) -> bool:
+    """Whether a JSON value is a finite number of ``kind`` (JSON's NaN/Infinity and booleans refused)."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond any float (JSON allows 10**400)
+        return False
+
+
 def _png(rgb: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -201,6 +210,7 @@ def make_handler(service: QueryService):
     class Handler(BaseHTTPRequestHandler):
         server_version = "n3f"
         protocol_version = "HTTP/1.1"
+        timeout = 30  # seconds a client may stall mid-request before its connection is closed
 
         def log_message(self, format, *args):  # quiet by default; errors still answer the client
             pass
@@ -236,6 +246,17 @@ def make_handler(service: QueryService):
         def do_POST(self):
             self._guard(self._post)
 
+        def __getattr__(self, name: str):
+            if name.startswith("do_"):  # other methods (PUT, DELETE...): 405, not the base class's 501
+                return self._not_allowed
+            raise AttributeError(name)
+
+        def _not_allowed(self) -> None:
+            self.close_connection = True
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED, b'{"error": "use GET, HEAD or POST"}', "application/json", {"Allow": "GET, HEAD, POST"}
+            )
+
         def _get(self):
             path = self.path.split("?", 1)[0]
             if path in ("/", "/index.html"):
@@ -265,6 +286,9 @@ def make_handler(service: QueryService):
                 raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
             try:
                 body = json.loads(self.rfile.read(length) or b"null")
+            except TimeoutError:
+                self.close_connection = True
+                raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"the request body did not arrive within {self.timeout} s") from None
             except (ValueError, UnicodeDecodeError):
                 raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is not valid JSON") from None
             self._json(200, service.query(body))

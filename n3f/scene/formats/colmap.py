@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from n3f.errors import SceneError
-from n3f.scene.formats.common import check_intrinsics, place_images
+from n3f.scene.formats.common import as_matrix, check_intrinsics, place_images
 from n3f.scene.normalise import holdout_every, normalise_scene
 from n3f.scene.types import DISTORTION_PARAMS, Distortion, Frame, Scene
 
@@ -56,6 +56,143 @@ def intrinsics_from_colmap(model: str, params: np.ndarray) -> tuple[np.ndarray, 
     return K, distortion
 
 
+# parameters per COLMAP camera model id (colmap/sensor/models.h), for checking binary files
+COLMAP_PARAM_COUNTS = {
+    0: 3,
+    1: 4,
+    2: 4,
+    3: 5,
+    4: 8,
+    5: 8,
+    6: 12,
+    7: 5,
+    8: 4,
+    9: 5,
+    10: 12,
+    11: 16,
+    12: 4,
+    13: 5,
+    14: 3,
+    15: 4,
+    16: 6,
+    17: 2,
+}
+
+
+class _BinaryReader:
+    """Walks a COLMAP binary file, raising SceneError (naming it) on any read past its end."""
+
+    def __init__(self, path: Path):
+        self.path, self.data, self.pos = path, path.read_bytes(), 0
+
+    def take(self, fmt: str, what: str) -> tuple:
+        import struct
+
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            raise SceneError(f"{self.path} is truncated: it ends at byte {len(self.data)} inside {what}. Re-export the model from COLMAP.")
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def count(self, what: str, record_size: int, fmt: str = "<Q") -> int:
+        """A record count, checked against the bytes left (each record takes >= ``record_size``)."""
+        (n,) = self.take(fmt, f"the number of {what}")
+        if n * record_size > len(self.data) - self.pos:
+            raise SceneError(
+                f"{self.path} claims {n} {what}, more than its {len(self.data)} bytes can hold: the file is corrupt or truncated"
+            )
+        return n
+
+    def skip(self, n_bytes: int, what: str) -> None:
+        if self.pos + n_bytes > len(self.data):
+            raise SceneError(f"{self.path} is truncated: it ends at byte {len(self.data)} inside {what}. Re-export the model from COLMAP.")
+        self.pos += n_bytes
+
+    def name(self, what: str) -> str:
+        end = self.data.find(b"\0", self.pos)
+        if end < 0:
+            raise SceneError(f"{self.path} is truncated: {what} has no terminating NUL byte")
+        raw, self.pos = self.data[self.pos : end], end + 1
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SceneError(f"{self.path}: {what} is not valid UTF-8 ({raw[:40]!r}); the file is corrupt") from exc
+
+    def finish(self) -> None:
+        if self.pos != len(self.data):
+            raise SceneError(f"{self.path} has {len(self.data) - self.pos} unexpected bytes after its last record: the file is corrupt")
+
+
+def _check_cameras_bin(r: _BinaryReader) -> None:
+    for i in range(r.count("cameras", 24)):
+        _, model_id, width, height = r.take("<iiQQ", f"camera {i}")
+        if model_id not in COLMAP_PARAM_COUNTS:
+            raise SceneError(f"{r.path}: camera {i} has unknown camera model id {model_id}; the file is corrupt")
+        if not (0 < width < 2**20 and 0 < height < 2**20):
+            raise SceneError(f"{r.path}: camera {i} has an impossible image size {width}x{height}; the file is corrupt")
+        r.skip(8 * COLMAP_PARAM_COUNTS[model_id], f"camera {i}'s parameters")
+
+
+def _check_images_bin(r: _BinaryReader) -> None:
+    for i in range(r.count("images", 64 + 1 + 8)):
+        r.take("<I7dI", f"image {i}")
+        r.name(f"image {i}'s name")
+        r.skip(24 * r.count(f"2D points of image {i}", 24), f"image {i}'s 2D points")
+
+
+def _check_points3d_bin(r: _BinaryReader) -> None:
+    for i in range(r.count("3D points", 51)):
+        r.take("<Q3d3Bd", f"3D point {i}")
+        r.skip(8 * r.count(f"track entries of 3D point {i}", 8), f"3D point {i}'s track")
+
+
+def _check_rigs_bin(r: _BinaryReader) -> None:
+    for i in range(r.count("rigs", 8)):
+        _, n_sensors = r.take("<II", f"rig {i}")
+        if n_sensors:
+            r.take("<iI", f"rig {i}'s reference sensor")
+        for s in range(max(n_sensors - 1, 0)):
+            _, _, has_pose = r.take("<iIB", f"sensor {s} of rig {i}")
+            if has_pose:
+                r.skip(56, f"sensor {s} of rig {i}'s pose")
+
+
+def _check_frames_bin(r: _BinaryReader) -> None:
+    for i in range(r.count("frames", 68)):
+        r.take("<II7d", f"frame {i}")
+        r.skip(16 * r.count(f"data ids of frame {i}", 16, "<I"), f"frame {i}'s data ids")
+
+
+BINARY_CHECKS = {
+    "cameras.bin": _check_cameras_bin,
+    "images.bin": _check_images_bin,
+    "points3D.bin": _check_points3d_bin,
+    "rigs.bin": _check_rigs_bin,
+    "frames.bin": _check_frames_bin,
+}
+
+
+def check_binary_model(model_dir: Path) -> None:
+    """Walk every COLMAP binary file of ``model_dir`` record by record before pycolmap reads it.
+
+    pycolmap trusts the record counts in the files: a truncated or corrupted ``points3D.bin`` makes
+    it loop for a very long time reading past the end, and damaged files can yield garbage values
+    or names that are not text. This check reads counts and lengths only, never more than the
+    file holds.
+
+    Raises:
+        SceneError: a file is truncated, has trailing bytes, an impossible count or camera model,
+            or a name that is not UTF-8; the message names the file.
+    """
+    for file_name, check in BINARY_CHECKS.items():
+        path = Path(model_dir) / file_name
+        if path.is_file():
+            reader = _BinaryReader(path)
+            check(reader)
+            reader.finish()
+
+
 def read_colmap(folder: Path, images_dir: str = "images", name: str | None = None, holdout: int = 8) -> Scene:
     """Read a COLMAP scene folder and normalise it.
 
@@ -75,18 +212,23 @@ def read_colmap(folder: Path, images_dir: str = "images", name: str | None = Non
     model_dir = find_model_dir(folder)
     if model_dir is None:
         raise SceneError(f"no COLMAP model in {folder} (looked for {', '.join(d + '/cameras.bin|txt' for d in MODEL_DIRS)})")
+    check_binary_model(model_dir)
     rec = pycolmap.Reconstruction()
     try:
         rec.read(str(model_dir))
-    except Exception as exc:  # pycolmap raises ValueError/RuntimeError with C++ messages
+        registered = [rec.images[i] for i in rec.reg_image_ids()]
+        cameras = {im.camera_id: rec.cameras[im.camera_id] for im in registered}
+    except Exception as exc:  # pycolmap raises ValueError/RuntimeError/KeyError with C++ messages
         raise SceneError(f"cannot read the COLMAP model in {model_dir}: {exc}") from exc
-    registered = [rec.images[i] for i in rec.reg_image_ids()]
     if not registered:
         raise SceneError(
             f"the COLMAP model in {model_dir} has no registered images; the reconstruction failed. "
             "Re-run structure from motion (`n3f preprocess`) with more overlapping images."
         )
-    registered.sort(key=lambda im: im.name)
+    try:
+        registered.sort(key=lambda im: im.name)
+    except UnicodeDecodeError as exc:
+        raise SceneError(f"the COLMAP model in {model_dir} has an image name that is not valid UTF-8; the model is corrupt") from exc
     image_root = folder / images_dir
     missing = [im.name for im in registered if not (image_root / im.name).is_file()]
     if missing:
@@ -97,10 +239,12 @@ def read_colmap(folder: Path, images_dir: str = "images", name: str | None = Non
     splits = holdout_every(len(registered), holdout)
     frames = []
     for im, split in zip(registered, splits):
-        cam = rec.cameras[im.camera_id]
+        cam = cameras[im.camera_id]
         K, distortion = intrinsics_from_colmap(cam.model_name, np.asarray(cam.params))
         check_intrinsics(K, f"camera {im.camera_id}", model_dir)
-        w2c = np.vstack([np.asarray(im.cam_from_world().matrix()), [0, 0, 0, 1]])
+        w2c = as_matrix(
+            np.vstack([np.asarray(im.cam_from_world().matrix()), [0, 0, 0, 1]]), (4, 4), f"the pose of image {im.name}", model_dir
+        )
         frames.append(
             Frame(
                 image_path=image_root / im.name,

@@ -54,6 +54,21 @@ def as_matrix(value, shape: tuple[int, ...], what: str, path: Path) -> np.ndarra
     return arr
 
 
+def as_number(value, what: str, path: Path) -> float:
+    """``value`` as a finite float (booleans, text, lists and NaN/inf refused) or raise SceneError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise SceneError(f"{path}: {what} is {value!r}; it must be a finite number")
+    return float(value)
+
+
+def as_size(value, what: str, path: Path) -> int:
+    """``value`` as a positive whole number of pixels or raise SceneError."""
+    number = as_number(value, what, path)
+    if number != int(number) or not 0 < number < 2**20:
+        raise SceneError(f"{path}: {what} is {value!r}; it must be a positive whole number of pixels")
+    return int(number)
+
+
 def check_rotation(R: np.ndarray, what: str, path: Path, tol: float = 1e-3) -> None:
     """Raise SceneError unless R (3, 3) is a proper rotation within ``tol``."""
     if not np.allclose(R.T @ R, np.eye(3), atol=tol) or abs(np.linalg.det(R) - 1) > tol:

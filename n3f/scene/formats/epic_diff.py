@@ -23,7 +23,16 @@ import numpy as np
 
 from n3f.errors import SceneError
 from n3f.io import atomic_write_bytes, atomic_write_json
-from n3f.scene.formats.common import OPENGL_TO_OPENCV, as_matrix, check_intrinsics, check_rotation, load_json, place_images, require
+from n3f.scene.formats.common import (
+    OPENGL_TO_OPENCV,
+    as_matrix,
+    as_number,
+    check_intrinsics,
+    check_rotation,
+    load_json,
+    place_images,
+    require,
+)
 from n3f.scene.images import read_image_size
 from n3f.scene.normalise import normalise_scene
 from n3f.scene.types import Frame, Scene
@@ -111,8 +120,8 @@ def read_epic_diff(folder: Path, name: str | None = None) -> Scene:
                 height,
                 split_of.get(fid, "train"),
                 mask_path=mask if mask.is_file() else None,
-                near=float(near) if near is not None else None,
-                far=float(far) if far is not None else None,
+                near=as_number(near, f"near of frame {fid}", path) if near is not None else None,
+                far=as_number(far, f"far of frame {fid}", path) if far is not None else None,
                 frame_id=fid,
                 time=(fid - first) / span if numeric else None,  # video frame numbers: time in [0, 1] (the transient streams need it)
             )

@@ -16,7 +16,17 @@ import numpy as np
 
 from n3f.errors import SceneError
 from n3f.io import atomic_write_json
-from n3f.scene.formats.common import OPENGL_TO_OPENCV, as_matrix, check_intrinsics, check_rotation, load_json, place_images, require
+from n3f.scene.formats.common import (
+    OPENGL_TO_OPENCV,
+    as_matrix,
+    as_number,
+    as_size,
+    check_intrinsics,
+    check_rotation,
+    load_json,
+    place_images,
+    require,
+)
 from n3f.scene.images import IMAGE_SUFFIXES, read_image_size
 from n3f.scene.normalise import holdout_every, normalise_scene
 from n3f.scene.types import Distortion, Frame, Scene
@@ -48,28 +58,47 @@ def _frame_from_entry(folder: Path, entry: dict, top: dict, path: Path, index: i
     width, height = get("w"), get("h")
     if width is None or height is None:
         width, height = read_image_size(image)
-    width, height = int(width), int(height)
+    width, height = as_size(width, f"{where} w", path), as_size(height, f"{where} h", path)
+
+    def number(key, default=None):
+        value = get(key, default)
+        return as_number(value, f"{where} {key}", path)
+
+    def focal(angle_key, size):
+        angle = number(angle_key)
+        if not 0 < angle < math.pi:
+            raise SceneError(f"{path}: {where} {angle_key} is {angle}; a field of view must lie in (0, pi) radians")
+        return 0.5 * size / math.tan(0.5 * angle)
+
     if get("fl_x") is not None:
-        fx = float(get("fl_x"))
-        fy = float(get("fl_y", fx))
+        fx = number("fl_x")
+        fy = number("fl_y", fx)
     elif get("camera_angle_x") is not None:
-        fx = 0.5 * width / math.tan(0.5 * float(get("camera_angle_x")))
-        fy = 0.5 * height / math.tan(0.5 * float(get("camera_angle_y"))) if get("camera_angle_y") is not None else fx
+        fx = focal("camera_angle_x", width)
+        fy = focal("camera_angle_y", height) if get("camera_angle_y") is not None else fx
     else:
         raise SceneError(f"{path}: {where} has no focal length (fl_x or camera_angle_x)")
-    K = np.array([[fx, 0, float(get("cx", width / 2))], [0, fy, float(get("cy", height / 2))], [0, 0, 1.0]])
+    K = np.array([[fx, 0, number("cx", width / 2)], [0, fy, number("cy", height / 2)], [0, 0, 1.0]])
     check_intrinsics(K, f"{where} intrinsics", path)
     model = get("camera_model", "OPENCV")
     if model != "OPENCV":
         raise SceneError(f"{path}: camera_model {model!r} is not supported; use OPENCV (pinhole with k1, k2, p1, p2)")
-    if any(float(get(k, 0.0)) != 0.0 for k in ("k3", "k4")):
+    if any(number(k, 0.0) != 0.0 for k in ("k3", "k4")):
         raise SceneError(f"{path}: {where} uses k3/k4 distortion, which n3f does not undo; undistort the images first")
-    coeffs = tuple(float(get(k, 0.0)) for k in ("k1", "k2", "p1", "p2"))
+    coeffs = tuple(number(k, 0.0) for k in ("k1", "k2", "p1", "p2"))
     distortion = Distortion("OPENCV", coeffs) if any(coeffs) else None
     mask = entry.get("mask_path")
     return Frame(
         image, K, c2w_gl @ OPENGL_TO_OPENCV, width, height, split, distortion, mask_path=folder / mask if mask else None, frame_id=index
     )
+
+
+def _filenames(doc: dict, split: str, path: Path) -> set[str]:
+    """nerfstudio's ``<split>_filenames`` list as a set of strings (empty when absent)."""
+    names = doc.get(f"{split}_filenames") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SceneError(f"{path}: {split}_filenames must be a list of file paths")
+    return set(names)
 
 
 def read_transforms(folder: Path, name: str | None = None, holdout: int = 8) -> Scene:
@@ -86,10 +115,10 @@ def read_transforms(folder: Path, name: str | None = None, holdout: int = 8) -> 
         entries = require(doc, "frames", single)
         if not isinstance(entries, list) or not entries:
             raise SceneError(f"{single} lists no frames")
-        listed = {s: set(doc.get(f"{s}_filenames") or []) for s in BLENDER_SPLITS}
+        listed = {s: _filenames(doc, s, single) for s in BLENDER_SPLITS}
         default = holdout_every(len(entries), holdout)
         for i, entry in enumerate(entries):
-            fp = entry.get("file_path") if isinstance(entry, dict) else None
+            fp = str(entry.get("file_path")) if isinstance(entry, dict) else None
             split = next((s for s in BLENDER_SPLITS if fp in listed[s]), None) if any(listed.values()) else default[i]
             frames.append(_frame_from_entry(folder, entry, doc, single, i, split or "train"))
     else:
@@ -98,7 +127,10 @@ def read_transforms(folder: Path, name: str | None = None, holdout: int = 8) -> 
             if not path.is_file():
                 continue
             doc = load_json(path)
-            for entry in require(doc, "frames", path):
+            entries = require(doc, "frames", path)
+            if not isinstance(entries, list):
+                raise SceneError(f"{path}: 'frames' must be a list of frame objects")
+            for entry in entries:
                 frames.append(_frame_from_entry(folder, entry, doc, path, len(frames), split))
         if not frames:
             raise SceneError(f"no transforms.json or transforms_{{train,val,test}}.json with frames in {folder}")
