@@ -387,6 +387,19 @@ def teachers_command(quiet: QuietOpt = False, seed: SeedOpt = 0) -> None:
     print("* = default here (DINO needs its weights: `n3f features --teacher dino_vits8` says where to get them)")
 
 
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` (to hand the rest to torchrun's ranks)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
 @app.command("fit")
 def fit_command(
     scene: Annotated[str, typer.Option("--scene", "-s", help="Catalog name, alias or scene folder (see `n3f scenes`).")] = "demo/tabletop",
@@ -431,6 +444,14 @@ def fit_command(
         Path | None,
         typer.Option("--resume", help="Continue this run folder from its last checkpoint (other options come from its config.toml)."),
     ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices",
+            help="Train in this many processes on this machine (torchrun; one per GPU, or CPU processes over gloo). "
+            "Each takes a slice of every ray batch; gradients are averaged, so the result matches one process.",
+        ),
+    ] = 1,
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -446,8 +467,16 @@ def fit_command(
       n3f fit --scene llff/fern --steps 2000
       n3f fit --scene demo/kitchen_dynamic            (transient streams on: the recipe says dynamic)
       n3f fit --resume runs/demo_tabletop/effnet_lite0/20261122-101500
+      n3f fit --scene demo/tabletop --devices 2         (2 processes; same as torchrun --nproc-per-node 2 -m n3f fit ...)
     """
+    import os
+
     from n3f.pipeline.fit import FitConfig, fit
+
+    if devices != 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from n3f.pipeline.distributed import launch
+
+        raise typer.Exit(launch(devices, _without_option(sys.argv[1:], "--devices")))
 
     dev = _device(device)
     config = FitConfig(
@@ -468,6 +497,10 @@ def fit_command(
         dynamic=dynamic,
     )
     run = fit(config, output=output, resume=resume, quiet=quiet)
+    from n3f.pipeline.distributed import context
+
+    if not context().is_main:
+        return
     import json as _json
 
     rows = [_json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
