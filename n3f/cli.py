@@ -332,6 +332,14 @@ def features_command(
     half: Annotated[bool, typer.Option("--half", help="fp16 teacher on CUDA.")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Write PCA-to-RGB pictures into the cache's preview/ folder.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Cache root (default $N3F_DATA/cache/features).")] = None,
+    shard: Annotated[
+        str,
+        typer.Option(
+            "--shard",
+            help="i/n: extract only the i-th of n contiguous frame ranges (0-based) into the shared cache; run once more "
+            "without --shard to check completeness and fit the PCA. Under torchrun each rank takes its shard and rank 0 gathers.",
+        ),
+    ] = "",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -344,16 +352,28 @@ def features_command(
     Examples:
       n3f features --scene demo/tabletop --preview
       n3f features --scene llff/fern --teacher dino_vits8 --teacher-weights dino_deitsmall8_pretrain.pth --stride 4
+      n3f features --scene demo/tabletop --shard 0/2 ; n3f features --scene demo/tabletop --shard 1/2 ; n3f features --scene demo/tabletop
+      torchrun --nproc-per-node 2 -m n3f features --scene demo/tabletop
     """
     import time
 
+    from n3f.pipeline import distributed
     from n3f.pipeline.features import compute_features
     from n3f.progress import make_progress
     from n3f.scene.catalog import load_scene
 
-    track = make_progress(quiet)
-    loaded = load_scene(scene, seed=seed or None, progress=track)
-    options = {"device": _device(device), "batch_size": batch_size, "half": half, "input_scale": input_scale, "weights": teacher_weights}
+    parts = shard.split("/") if shard else []
+    if shard and (len(parts) != 2 or not all(p.isdigit() for p in parts)):
+        from n3f.errors import N3FError
+
+        raise N3FError(f"--shard takes i/n, e.g. 0/4 (got {shard!r})")
+    ctx, dev = distributed.init_from_env(_device(device))
+    if ctx.active and not shard:
+        parts = [str(ctx.rank), str(ctx.world_size)]
+    track = make_progress(quiet or not ctx.is_main)
+    with distributed.main_first(ctx):  # a demo scene renders itself once, on rank 0
+        loaded = load_scene(scene, seed=seed or None, progress=track)
+    options = {"device": dev, "batch_size": batch_size, "half": half, "input_scale": input_scale, "weights": teacher_weights}
     if (teacher or "").startswith("dino"):
         options.update(stride=stride or None, layer=layer, facet=facet)
     elif stride or layer != -1 or facet != "token":
@@ -361,7 +381,15 @@ def features_command(
 
         raise N3FError("--stride, --layer and --facet apply to the DINO/DINOv2 ViT teachers only; name one with --teacher")
     started = time.perf_counter()
-    cache = compute_features(loaded, teacher or None, options, pca=pca, root=output, preview=preview, seed=seed, progress=track)
+    common = dict(pca=pca, root=output, preview=preview, seed=seed, progress=track)
+    if parts:
+        compute_features(loaded, teacher or None, options, shard=(int(parts[0]), int(parts[1])), **common)
+        distributed.barrier(ctx)
+        if not ctx.is_main or not ctx.active:
+            then = "rank 0 gathers the shards" if ctx.active else "run without --shard once every shard is done"
+            print(f"shard {parts[0]}/{parts[1]} done in {time.perf_counter() - started:.1f} s; {then}")
+            return
+    cache = compute_features(loaded, teacher or None, options, **common)
     n, h, w, d = cache.shape
     print(f"teacher:  {cache.teacher}")
     print(f"features: {n} frames x {h}x{w} cells x {d} dims (fp16) in {cache.folder}")

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -168,6 +170,17 @@ def barrier(ctx: DistContext) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+@contextmanager
+def main_first(ctx: DistContext) -> Iterator[None]:
+    """Run the block on rank 0 first and then on the other ranks (rank 0 renders a demo scene or
+    fills a cache that the others then read)."""
+    if not ctx.is_main:
+        barrier(ctx)
+    yield
+    if ctx.is_main:
+        barrier(ctx)
 
 
 def launch(devices: int, argv: list[str]) -> int:

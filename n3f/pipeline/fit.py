@@ -796,18 +796,11 @@ def fit(
         config = read_config(Path(resume))
     ctx, device = distributed.init_from_env(config.device)
     track = make_progress(quiet or not ctx.is_main)
-    for main_turn in (True, False):  # rank 0 renders/caches first; the others then read the cache
-        if ctx.is_main == main_turn:
-            scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
-            cache = compute_features(
-                scene,
-                config.teacher or None,
-                {"device": device, **config.teacher_options},
-                pca=config.pca,
-                seed=config.seed,
-                progress=track,
-            )
-        distributed.barrier(ctx)
+    with distributed.main_first(ctx):  # rank 0 renders/caches first; the others then read the cache
+        scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
+        cache = compute_features(
+            scene, config.teacher or None, {"device": device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
+        )
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
     if resume is not None:

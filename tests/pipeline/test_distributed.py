@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,3 +136,26 @@ def test_a_single_process_run_resumes_in_two_processes(single_run, tmp_path):
     run = _resumable_copy(single_run, tmp_path)
     _torchrun(tmp_path, _config(), tmp_path, resume=run)
     _assert_same_parameters(_state(run, STEPS), _state(single_run, STEPS))
+
+
+def test_sharded_features_gather_into_the_unsharded_cache(demo_scene, tmp_path):
+    from n3f.errors import N3FError
+    from n3f.pipeline.features import compute_features
+
+    scene = demo_scene.replace(frames=demo_scene.frames[:7], name="demo_seven")
+    options = {"batch_size": 2}
+    assert compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path, shard=(1, 3)) is None
+    folder = next((tmp_path / "demo_seven").iterdir())
+    assert sorted(p.name for p in (folder / "shards").iterdir()) == ["done-1-of-3.npy", "raw-1-of-3.f16"]
+    with pytest.raises(N3FError, match=r"missing 5 frame\(s\).*--shard 0/3; .*--shard 2/3") as err:
+        compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path)
+    assert scene.frames[0].name in str(err.value) and scene.frames[3].name not in str(err.value)
+    for index in (2, 0):
+        compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path, shard=(index, 3))
+    gathered = compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path)
+    assert gathered.meta["status"] == "complete" and not (folder / "shards").exists()
+    whole = compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path / "whole")
+    assert np.array_equal(np.asarray(gathered.features()), np.asarray(whole.features()))
+    assert compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path, shard=(0, 3)) is None  # complete: nothing to do
+    with pytest.raises(N3FError, match="--shard must be"):
+        compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path / "bad", shard=(3, 3))
