@@ -164,15 +164,18 @@ class FitConfig:
 
 @dataclass
 class TrainData:
-    """Training frames held as tensors: images, cameras and teacher features."""
+    """Training frames: cameras in memory; images and teacher features as tensors over memory maps
+    of the whole scene (every frame, not only the training ones), so a long video is read from
+    disk page by page instead of being held in RAM. Training frame ``i`` is row ``rows[i]``."""
 
-    images: torch.Tensor  # (n, H, W, 3) uint8
+    images: torch.Tensor  # (n_all, H, W, 3) uint8, memory-mapped
     K: torch.Tensor  # (n, 3, 3)
     c2w: torch.Tensor  # (n, 4, 4)
-    features: torch.Tensor  # (n, h, w, D) float16, divided by feature_scale
+    features: torch.Tensor  # (n_all, h, w, D) float16, memory-mapped; divide by feature_scale
     geometry: dict
     feature_scale: float
     feature_loss_weights: torch.Tensor  # (D,) per-channel weights of the feature loss, mean 1
+    rows: torch.Tensor  # (n,) int64 row of each training frame in images and features
 
 
 def feature_loss_weights(features: np.ndarray, whitening: float) -> torch.Tensor:
@@ -186,7 +189,11 @@ def feature_loss_weights(features: np.ndarray, whitening: float) -> torch.Tensor
     Returns:
         (D,) float32.
     """
-    var = features.reshape(-1, features.shape[-1]).astype(np.float64).var(0)
+    return weights_from_variance(features.reshape(-1, features.shape[-1]).astype(np.float64).var(0), whitening)
+
+
+def weights_from_variance(var: np.ndarray, whitening: float) -> torch.Tensor:
+    """:func:`feature_loss_weights` from the channels' variance ``var`` (D,)."""
     w = np.maximum(var, 1e-12 * max(float(var.max()), 1e-30)) ** -float(whitening)
     return torch.from_numpy((w / w.mean()).astype(np.float32))
 
@@ -318,28 +325,56 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _load_train_data(self, ids: list[int]) -> TrainData:
-        from n3f.scene.images import load_frame_image
-
         frames = [self.scene.frames[i] for i in ids]
         H, W = frames[0].height, frames[0].width
         if any((f.width, f.height) != (W, H) for f in frames):
             raise N3FError("n3f fit needs all training frames at one size; downscale the scene (--downscale) or resize its images")
         if any(f.distortion is not None and not f.distortion.is_identity() for f in frames):
             raise N3FError("this scene's cameras are distorted; undistort it first (`n3f preprocess` writes undistorted pinhole scenes)")
-        it = self.progress(ids, "loading frames", len(ids)) if self.progress else ids
-        images = torch.from_numpy(np.stack([(load_frame_image(self.scene.frames[i]) * 255 + 0.5).astype(np.uint8) for i in it]))
-        feats = self.cache.features()
-        train_feats = np.stack([np.asarray(feats[i]) for i in ids]).astype(np.float32)
-        scale = float(np.sqrt(np.mean(train_feats**2))) or 1.0
+        # copy-on-write maps: writable for torch.from_numpy, never written back to the files
+        feats = np.memmap(self.cache.folder / "features.f16", dtype=np.float16, mode="c", shape=self.cache.shape)
+        squares, count = np.zeros(feats.shape[-1]), 0
+        sums = np.zeros(feats.shape[-1])
+        for i in ids:  # moments over the training frames, one frame in memory at a time
+            x = np.asarray(feats[i], dtype=np.float64).reshape(-1, feats.shape[-1])
+            sums += x.sum(0)
+            squares += (x * x).sum(0)
+            count += len(x)
+        total = float(squares.sum()) / (count * feats.shape[-1])
+        var = squares / count - (sums / count) ** 2
         return TrainData(
-            images=images,
+            images=torch.from_numpy(self._frame_store(H, W)),
             K=torch.tensor(np.stack([f.K for f in frames]), dtype=torch.float32),
             c2w=torch.tensor(np.stack([f.c2w for f in frames]), dtype=torch.float32),
-            features=torch.from_numpy((train_feats / scale).astype(np.float16)),
+            features=torch.from_numpy(feats),
             geometry=self.cache.meta["geometry"],
-            feature_scale=scale,
-            feature_loss_weights=feature_loss_weights(train_feats, self.config.feature_whitening),
+            feature_scale=math.sqrt(total) or 1.0,
+            feature_loss_weights=weights_from_variance(np.maximum(var, 0.0), self.config.feature_whitening),
+            rows=torch.as_tensor(ids, dtype=torch.long),
         )
+
+    def _frame_store(self, H: int, W: int) -> np.ndarray:
+        """Every frame of the scene as one uint8 memory map (n_all, H, W, 3), written once beside
+        the feature cache (``frames-WxH.u8``: the cache's key already covers the images) and reused
+        by later runs; frames are decoded one at a time, so writing it takes one frame of memory."""
+        import os
+
+        from n3f.scene.images import load_frame_image
+
+        path = self.cache.folder / f"frames-{W}x{H}.u8"
+        shape = (len(self.scene.frames), H, W, 3)
+        if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
+            partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+            store = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
+            ids = range(len(self.scene.frames))
+            for i in self.progress(ids, "caching frames", len(ids)) if self.progress else ids:
+                frame = self.scene.frames[i]
+                if (frame.width, frame.height) == (W, H):  # held-out frames of other sizes are never sampled
+                    store[i] = (load_frame_image(frame) * 255 + 0.5).astype(np.uint8)
+            store.flush()
+            del store
+            os.replace(partial, path)  # atomic: concurrent ranks each write their own copy
+        return np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
 
     # ------------------------------------------------------------------ one step
     def field_fn(self, features: bool = True):
@@ -348,7 +383,7 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg = self.config
-        n, H, W = self.data.images.shape[:3]
+        n, (H, W) = len(self.data.rows), self.data.images.shape[1:3]
         if self.step >= cfg.grid_warmup and self.step % cfg.grid_update_every == 0:
             threshold = cfg.grid_alpha_threshold / self.step_size
             self.grid.update(
@@ -371,8 +406,9 @@ class Trainer:
             frame, px, py, jitter = frame[lo:hi], px[lo:hi], py[lo:hi], jitter[lo:hi]
         xy = torch.stack([px, py], -1).float() + 0.5
         origins, dirs = batch_rays(self.data, frame, xy)
-        target_rgb = self.data.images[frame, py, px].float() / 255
-        target_feat = sample_features(self.data.features, frame, xy, self.data.geometry)
+        row = self.data.rows[frame]
+        target_rgb = self.data.images[row, py, px].float() / 255
+        target_feat = sample_features(self.data.features, row, xy, self.data.geometry) / self.data.feature_scale
         from n3f.render.render import render_rays
 
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
