@@ -23,11 +23,12 @@ STEPS = 12
 
 # The 2-process gradient is the sum of two half-batch gradients instead of one sum over the whole
 # batch: the same terms in another float32 order, so each step's gradient differs by ~1e-7
-# relative, which Adam's normalisation carries into the updates. Measured over 12 steps: at most
-# 1.0e-6 on any parameter, no occupancy cell different; the tolerance leaves 20x room. A wrong
+# relative, which Adam's normalisation carries into the updates; a hash-table row whose gradient is
+# near zero in both modes moves by a visibly different amount. Measured over 12 steps: 1 of 2.47M
+# table entries 3.6e-5 apart, everything else within ~1e-6, no occupancy cell different. A wrong
 # reduction (a sum instead of the share-weighted mean, a rank training on another batch, a lost
 # grid update) moves parameters by ~lr = 1e-2 within a step (6 steps apart: 0.06).
-ATOL, RTOL = 2e-5, 1e-4
+ATOL, RTOL = 2e-4, 1e-3
 
 SCRIPT = """
 import json, sys
