@@ -332,6 +332,14 @@ def features_command(
     half: Annotated[bool, typer.Option("--half", help="fp16 teacher on CUDA.")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Write PCA-to-RGB pictures into the cache's preview/ folder.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Cache root (default $N3F_DATA/cache/features).")] = None,
+    shard: Annotated[
+        str,
+        typer.Option(
+            "--shard",
+            help="i/n: extract only the i-th of n contiguous frame ranges (0-based) into the shared cache; run once more "
+            "without --shard to check completeness and fit the PCA. Under torchrun each rank takes its shard and rank 0 gathers.",
+        ),
+    ] = "",
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -344,16 +352,28 @@ def features_command(
     Examples:
       n3f features --scene demo/tabletop --preview
       n3f features --scene llff/fern --teacher dino_vits8 --teacher-weights dino_deitsmall8_pretrain.pth --stride 4
+      n3f features --scene demo/tabletop --shard 0/2 ; n3f features --scene demo/tabletop --shard 1/2 ; n3f features --scene demo/tabletop
+      torchrun --nproc-per-node 2 -m n3f features --scene demo/tabletop
     """
     import time
 
+    from n3f.pipeline import distributed
     from n3f.pipeline.features import compute_features
     from n3f.progress import make_progress
     from n3f.scene.catalog import load_scene
 
-    track = make_progress(quiet)
-    loaded = load_scene(scene, seed=seed or None, progress=track)
-    options = {"device": _device(device), "batch_size": batch_size, "half": half, "input_scale": input_scale, "weights": teacher_weights}
+    parts = shard.split("/") if shard else []
+    if shard and (len(parts) != 2 or not all(p.isdigit() for p in parts)):
+        from n3f.errors import N3FError
+
+        raise N3FError(f"--shard takes i/n, e.g. 0/4 (got {shard!r})")
+    ctx, dev = distributed.init_from_env(_device(device))
+    if ctx.active and not shard:
+        parts = [str(ctx.rank), str(ctx.world_size)]
+    track = make_progress(quiet or not ctx.is_main)
+    with distributed.main_first(ctx):  # a demo scene renders itself once, on rank 0
+        loaded = load_scene(scene, seed=seed or None, progress=track)
+    options = {"device": dev, "batch_size": batch_size, "half": half, "input_scale": input_scale, "weights": teacher_weights}
     if (teacher or "").startswith("dino"):
         options.update(stride=stride or None, layer=layer, facet=facet)
     elif stride or layer != -1 or facet != "token":
@@ -361,7 +381,15 @@ def features_command(
 
         raise N3FError("--stride, --layer and --facet apply to the DINO/DINOv2 ViT teachers only; name one with --teacher")
     started = time.perf_counter()
-    cache = compute_features(loaded, teacher or None, options, pca=pca, root=output, preview=preview, seed=seed, progress=track)
+    common = dict(pca=pca, root=output, preview=preview, seed=seed, progress=track)
+    if parts:
+        compute_features(loaded, teacher or None, options, shard=(int(parts[0]), int(parts[1])), **common)
+        distributed.barrier(ctx)
+        if not ctx.is_main or not ctx.active:
+            then = "rank 0 gathers the shards" if ctx.active else "run without --shard once every shard is done"
+            print(f"shard {parts[0]}/{parts[1]} done in {time.perf_counter() - started:.1f} s; {then}")
+            return
+    cache = compute_features(loaded, teacher or None, options, **common)
     n, h, w, d = cache.shape
     print(f"teacher:  {cache.teacher}")
     print(f"features: {n} frames x {h}x{w} cells x {d} dims (fp16) in {cache.folder}")
@@ -385,6 +413,19 @@ def teachers_command(quiet: QuietOpt = False, seed: SeedOpt = 0) -> None:
     for name in teachers.available():
         print(f"{'*' if name == chosen else ' '} {name}")
     print("* = default here (DINO needs its weights: `n3f features --teacher dino_vits8` says where to get them)")
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` (to hand the rest to torchrun's ranks)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 @app.command("fit")
@@ -431,6 +472,14 @@ def fit_command(
         Path | None,
         typer.Option("--resume", help="Continue this run folder from its last checkpoint (other options come from its config.toml)."),
     ] = None,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices",
+            help="Train in this many processes on this machine (torchrun; one per GPU, or CPU processes over gloo). "
+            "Each takes a slice of every ray batch; gradients are averaged, so the result matches one process.",
+        ),
+    ] = 1,
     quiet: QuietOpt = False,
     seed: SeedOpt = 0,
 ) -> None:
@@ -446,8 +495,16 @@ def fit_command(
       n3f fit --scene llff/fern --steps 2000
       n3f fit --scene demo/kitchen_dynamic            (transient streams on: the recipe says dynamic)
       n3f fit --resume runs/demo_tabletop/effnet_lite0/20261122-101500
+      n3f fit --scene demo/tabletop --devices 2         (2 processes; same as torchrun --nproc-per-node 2 -m n3f fit ...)
     """
+    import os
+
     from n3f.pipeline.fit import FitConfig, fit
+
+    if devices != 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from n3f.pipeline.distributed import launch
+
+        raise typer.Exit(launch(devices, _without_option(sys.argv[1:], "--devices")))
 
     dev = _device(device)
     config = FitConfig(
@@ -468,6 +525,10 @@ def fit_command(
         dynamic=dynamic,
     )
     run = fit(config, output=output, resume=resume, quiet=quiet)
+    from n3f.pipeline.distributed import context
+
+    if not context().is_main:
+        return
     import json as _json
 
     rows = [_json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

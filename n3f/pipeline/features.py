@@ -12,6 +12,12 @@ gives a new folder and nothing stale is ever reused):
 - while running: ``raw.f16`` (raw features) and ``done.npy`` (frames finished), so an interrupted
   run resumes from the frames already done.
 - ``preview/`` (with ``preview=True``): PCA-to-RGB pictures.
+- sharded extraction (``n3f features --shard i/n``, or ``n3f features`` under torchrun): shard i
+  owns a contiguous range of frames and writes only its own ``shards/raw-i-of-n.f16`` and
+  ``shards/done-i-of-n.npy``, so shards on other processes or machines sharing the folder never
+  write the same file. The next unsharded call (rank 0 under torchrun) checks that every shard is
+  complete, naming the missing frames and the command that extracts them otherwise, copies the
+  shards into ``raw.f16`` and fits the PCA over the whole scene as usual.
 
 Memory stays bounded for long videos: frames are streamed in batches, the PCA is fitted on a
 fixed-size sample of feature vectors and the projection runs in chunks.
@@ -164,7 +170,8 @@ def compute_features(
     preview: bool = False,
     seed: int = 0,
     progress: Callable | None = None,
-) -> FeatureCache:
+    shard: tuple[int, int] | None = None,
+) -> FeatureCache | None:
     """Extract (or reuse, or resume) the teacher features of every frame of ``scene``.
 
     Args:
@@ -176,9 +183,15 @@ def compute_features(
         preview: also write PCA-to-RGB pictures into ``preview/``.
         seed: seeds the PCA sample.
         progress: ``progress(iterable, description, total)``.
+        shard: ``(i, n)``: extract only shard i of n (a contiguous range of frames) into its own
+            files and return None; a later call without ``shard`` gathers the shards.
 
     Returns:
-        The complete cache.
+        The complete cache (None for a shard).
+
+    Raises:
+        N3FError: a bad shard, or shards that are incomplete when they are gathered (the message
+            names the missing frames and the ``--shard`` runs that produce them).
     """
     teacher = build_teacher(teacher_name, **(teacher_options or {}))
     height, width = scene.frames[0].height, scene.frames[0].width
@@ -199,9 +212,13 @@ def compute_features(
     key = _digest(key_doc)
     folder = Path(root or cache_root()) / safe_name(scene.name) / f"{teacher.name}-{key}"
     meta_path = folder / "meta.json"
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise N3FError(f"--shard must be i/n with 0 <= i < n (got {shard[0]}/{shard[1]})")
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("status") == "complete" and meta.get("key") == key:
+            if shard is not None:
+                return None
             cache = FeatureCache(folder, meta)
             if preview and not (folder / "preview").is_dir():
                 write_preview(cache, scene)
@@ -222,22 +239,21 @@ def compute_features(
         "frames": [f.name for f in scene.frames],
         "key_doc": key_doc,
     }
-    atomic_write_json(meta_path, meta)
+    atomic_write_json(meta_path, meta)  # every shard writes the same document, atomically
 
+    if shard is not None:
+        _extract(teacher, scene, folder / "shards", f"{shard[0]}-of-{shard[1]}", _shard_frames(n, *shard), (h, w, C), progress)
+        return None
     raw_path, done_path = folder / "raw.f16", folder / "done.npy"
     resuming = raw_path.is_file() and done_path.is_file() and raw_path.stat().st_size == n * h * w * C * 2
     raw = np.memmap(raw_path, dtype=np.float16, mode="r+" if resuming else "w+", shape=(n, h, w, C))
     done = np.load(done_path) if resuming else np.zeros(n, dtype=bool)
-    todo = [i for i in range(n) if not done[i]]
-    batches = [todo[i : i + teacher.batch_size] for i in range(0, len(todo), teacher.batch_size)]
-    started = time.perf_counter()
-    iterator = progress(batches, f"features {teacher.name}", len(batches)) if progress else batches
-    for batch in iterator:
-        out = teacher(_load_batch(scene, batch, (height, width)))
-        raw[batch] = out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float16)
-        raw.flush()
-        done[batch] = True
+    if (folder / "shards").is_dir():
+        _gather_shards(folder, scene, raw, done, (h, w, C))
         atomic_save_npy(done_path, done)
+    todo = [i for i in range(n) if not done[i]]
+    started = time.perf_counter()
+    _run_teacher(teacher, scene, list(range(n)), raw, done, done_path, f"features {teacher.name}", progress)
     seconds = time.perf_counter() - started
 
     if pca:
@@ -272,6 +288,86 @@ def compute_features(
     if preview:
         write_preview(cache, scene)
     return cache
+
+
+def _shard_frames(n: int, index: int, count: int) -> list[int]:
+    """The contiguous frames ``[start, stop)`` of shard ``index`` of ``count`` (sizes differ by <= 1)."""
+    from n3f.pipeline.distributed import DistContext, shard_range
+
+    start, stop = shard_range(n, DistContext(index, count))
+    return list(range(start, stop))
+
+
+def _extract(teacher, scene: Scene, folder: Path, tag: str, frames: list[int], cell: tuple[int, int, int], progress) -> None:
+    """Run ``teacher`` over ``frames`` into ``folder/raw-<tag>.f16`` (len(frames), h, w, C) and
+    ``folder/done-<tag>.npy``; resumes from the frames already done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    raw_path, done_path = folder / f"raw-{tag}.f16", folder / f"done-{tag}.npy"
+    shape = (len(frames), *cell)
+    resuming = raw_path.is_file() and done_path.is_file() and raw_path.stat().st_size == int(np.prod(shape)) * 2
+    raw = np.memmap(raw_path, dtype=np.float16, mode="r+" if resuming else "w+", shape=shape)
+    done = np.load(done_path) if resuming else np.zeros(len(frames), dtype=bool)
+    _run_teacher(teacher, scene, frames, raw, done, done_path, f"features {teacher.name} shard {tag}", progress)
+
+
+def _run_teacher(teacher, scene: Scene, frames: list[int], raw: np.ndarray, done: np.ndarray, done_path: Path, what: str, progress) -> None:
+    """Fill rows ``k`` of ``raw`` (len(frames), h, w, C) with the features of scene frame
+    ``frames[k]`` wherever ``done[k]`` is False, in teacher batches, saving ``done`` after each."""
+    todo = [k for k in range(len(frames)) if not done[k]]
+    batches = [todo[k : k + teacher.batch_size] for k in range(0, len(todo), teacher.batch_size)]
+    iterator = progress(batches, what, len(batches)) if progress else batches
+    size = (scene.frames[0].height, scene.frames[0].width)
+    for batch in iterator:
+        out = teacher(_load_batch(scene, [frames[k] for k in batch], size))
+        raw[batch] = out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float16)
+        raw.flush()
+        done[batch] = True
+        atomic_save_npy(done_path, done)
+
+
+def _gather_shards(folder: Path, scene: Scene, raw: np.ndarray, done: np.ndarray, cell: tuple[int, int, int]) -> None:
+    """Copy complete shards from ``folder/shards`` into ``raw`` (n, h, w, C) and mark ``done``.
+
+    Raises:
+        N3FError: shards of different counts, or frames that no shard has finished.
+    """
+    import re
+
+    tags = {re.fullmatch(r"done-(\d+)-of-(\d+)\.npy", p.name) for p in (folder / "shards").glob("done-*-of-*.npy")}
+    counts = {int(m.group(2)) for m in tags if m}
+    if len(counts) > 1:
+        raise N3FError(f"{folder / 'shards'} holds shards of different splits ({sorted(counts)}); delete it and extract again")
+    if not counts:
+        return
+    count, n = counts.pop(), len(done)
+    missing: dict[int, list[int]] = {}
+    shard_done = []
+    for index in range(count):
+        frames = _shard_frames(n, index, count)
+        done_path = folder / "shards" / f"done-{index}-of-{count}.npy"
+        shard_done.append(np.load(done_path) if done_path.is_file() else np.zeros(len(frames), dtype=bool))
+        lost = [f for f, ok in zip(frames, shard_done[-1]) if not ok and not done[f]]
+        if lost:
+            missing[index] = lost
+    if missing:
+        names = [scene.frames[f].name for lost in missing.values() for f in lost]
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        runs = "; ".join(f"n3f features --scene {scene.name} --shard {i}/{count}" for i in missing)
+        raise N3FError(
+            f"feature cache {folder} is missing {len(names)} frame(s) ({shown}); finish their shards with the same options: {runs}"
+        )
+    for index in range(count):
+        frames = _shard_frames(n, index, count)
+        part = np.memmap(folder / "shards" / f"raw-{index}-of-{count}.f16", dtype=np.float16, mode="r", shape=(len(frames), *cell))
+        for k, f in enumerate(frames):
+            if shard_done[index][k]:
+                raw[f] = part[k]
+        del part
+    raw.flush()
+    done[:] = True
+    import shutil
+
+    shutil.rmtree(folder / "shards")
 
 
 def fit_pca(raw: np.ndarray, k: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -39,6 +39,7 @@ import torch
 
 from n3f.errors import N3FError
 from n3f.io import atomic_write_bytes, atomic_write_text, safe_name
+from n3f.pipeline import distributed
 from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, HashGridConfig
 from n3f.student.field import StudentConfig
 
@@ -164,15 +165,18 @@ class FitConfig:
 
 @dataclass
 class TrainData:
-    """Training frames held as tensors: images, cameras and teacher features."""
+    """Training frames: cameras in memory; images and teacher features as tensors over memory maps
+    of the whole scene (every frame, not only the training ones), so a long video is read from
+    disk page by page instead of being held in RAM. Training frame ``i`` is row ``rows[i]``."""
 
-    images: torch.Tensor  # (n, H, W, 3) uint8
+    images: torch.Tensor  # (n_all, H, W, 3) uint8, memory-mapped
     K: torch.Tensor  # (n, 3, 3)
     c2w: torch.Tensor  # (n, 4, 4)
-    features: torch.Tensor  # (n, h, w, D) float16, divided by feature_scale
+    features: torch.Tensor  # (n_all, h, w, D) float16, memory-mapped; divide by feature_scale
     geometry: dict
     feature_scale: float
     feature_loss_weights: torch.Tensor  # (D,) per-channel weights of the feature loss, mean 1
+    rows: torch.Tensor  # (n,) int64 row of each training frame in images and features
 
 
 def feature_loss_weights(features: np.ndarray, whitening: float) -> torch.Tensor:
@@ -186,7 +190,11 @@ def feature_loss_weights(features: np.ndarray, whitening: float) -> torch.Tensor
     Returns:
         (D,) float32.
     """
-    var = features.reshape(-1, features.shape[-1]).astype(np.float64).var(0)
+    return weights_from_variance(features.reshape(-1, features.shape[-1]).astype(np.float64).var(0), whitening)
+
+
+def weights_from_variance(var: np.ndarray, whitening: float) -> torch.Tensor:
+    """:func:`feature_loss_weights` from the channels' variance ``var`` (D,)."""
     w = np.maximum(var, 1e-12 * max(float(var.max()), 1e-30)) ** -float(whitening)
     return torch.from_numpy((w / w.mean()).astype(np.float32))
 
@@ -234,6 +242,7 @@ class Trainer:
         self.config, self.scene, self.cache, self.run_dir = config, scene, cache, Path(run_dir)
         self.progress = progress
         self.device = torch.device(config.device)
+        self.dist = distributed.context()
         torch.manual_seed(config.seed)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         train = scene.split_indices("train")
@@ -268,6 +277,10 @@ class Trainer:
             self.optimizers += student_optimizers(self.transient, config.lr)
         self.n_rays = 256.0
         self.step = 0
+        self._params = [p for m in (self.model, self.transient) if m is not None for p in m.parameters()]
+        for module in (self.model, self.transient):
+            if module is not None:
+                distributed.broadcast_module_state(module, self.dist)
 
     def _transient_streams(self, box: torch.Tensor, feature_dim: int):
         """NeuralDiff's dynamic and actor streams for this scene (``--dynamic``)."""
@@ -313,28 +326,56 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _load_train_data(self, ids: list[int]) -> TrainData:
-        from n3f.scene.images import load_frame_image
-
         frames = [self.scene.frames[i] for i in ids]
         H, W = frames[0].height, frames[0].width
         if any((f.width, f.height) != (W, H) for f in frames):
             raise N3FError("n3f fit needs all training frames at one size; downscale the scene (--downscale) or resize its images")
         if any(f.distortion is not None and not f.distortion.is_identity() for f in frames):
             raise N3FError("this scene's cameras are distorted; undistort it first (`n3f preprocess` writes undistorted pinhole scenes)")
-        it = self.progress(ids, "loading frames", len(ids)) if self.progress else ids
-        images = torch.from_numpy(np.stack([(load_frame_image(self.scene.frames[i]) * 255 + 0.5).astype(np.uint8) for i in it]))
-        feats = self.cache.features()
-        train_feats = np.stack([np.asarray(feats[i]) for i in ids]).astype(np.float32)
-        scale = float(np.sqrt(np.mean(train_feats**2))) or 1.0
+        # copy-on-write maps: writable for torch.from_numpy, never written back to the files
+        feats = np.memmap(self.cache.folder / "features.f16", dtype=np.float16, mode="c", shape=self.cache.shape)
+        squares, count = np.zeros(feats.shape[-1]), 0
+        sums = np.zeros(feats.shape[-1])
+        for i in ids:  # moments over the training frames, one frame in memory at a time
+            x = np.asarray(feats[i], dtype=np.float64).reshape(-1, feats.shape[-1])
+            sums += x.sum(0)
+            squares += (x * x).sum(0)
+            count += len(x)
+        total = float(squares.sum()) / (count * feats.shape[-1])
+        var = squares / count - (sums / count) ** 2
         return TrainData(
-            images=images,
+            images=torch.from_numpy(self._frame_store(H, W)),
             K=torch.tensor(np.stack([f.K for f in frames]), dtype=torch.float32),
             c2w=torch.tensor(np.stack([f.c2w for f in frames]), dtype=torch.float32),
-            features=torch.from_numpy((train_feats / scale).astype(np.float16)),
+            features=torch.from_numpy(feats),
             geometry=self.cache.meta["geometry"],
-            feature_scale=scale,
-            feature_loss_weights=feature_loss_weights(train_feats, self.config.feature_whitening),
+            feature_scale=math.sqrt(total) or 1.0,
+            feature_loss_weights=weights_from_variance(np.maximum(var, 0.0), self.config.feature_whitening),
+            rows=torch.as_tensor(ids, dtype=torch.long),
         )
+
+    def _frame_store(self, H: int, W: int) -> np.ndarray:
+        """Every frame of the scene as one uint8 memory map (n_all, H, W, 3), written once beside
+        the feature cache (``frames-WxH.u8``: the cache's key already covers the images) and reused
+        by later runs; frames are decoded one at a time, so writing it takes one frame of memory."""
+        import os
+
+        from n3f.scene.images import load_frame_image
+
+        path = self.cache.folder / f"frames-{W}x{H}.u8"
+        shape = (len(self.scene.frames), H, W, 3)
+        if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
+            partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+            store = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
+            ids = range(len(self.scene.frames))
+            for i in self.progress(ids, "caching frames", len(ids)) if self.progress else ids:
+                frame = self.scene.frames[i]
+                if (frame.width, frame.height) == (W, H):  # held-out frames of other sizes are never sampled
+                    store[i] = (load_frame_image(frame) * 255 + 0.5).astype(np.uint8)
+            store.flush()
+            del store
+            os.replace(partial, path)  # atomic: concurrent ranks each write their own copy
+        return np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
 
     # ------------------------------------------------------------------ one step
     def field_fn(self, features: bool = True):
@@ -343,7 +384,7 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg = self.config
-        n, H, W = self.data.images.shape[:3]
+        n, (H, W) = len(self.data.rows), self.data.images.shape[1:3]
         if self.step >= cfg.grid_warmup and self.step % cfg.grid_update_every == 0:
             threshold = cfg.grid_alpha_threshold / self.step_size
             self.grid.update(
@@ -355,15 +396,20 @@ class Trainer:
                 relative=cfg.grid_relative,
                 refresh_occupied=cfg.grid_refresh_occupied,
             )
+            distributed.broadcast_module_state(self.grid, self.dist)
         n_rays = int(min(cfg.max_rays, max(256, self.n_rays)))
         frame = torch.randint(0, n, (n_rays,), generator=self.generator)
         px = torch.randint(0, W, (n_rays,), generator=self.generator)
         py = torch.randint(0, H, (n_rays,), generator=self.generator)
         jitter = torch.rand(n_rays, generator=self.generator)
+        if self.dist.active:  # every rank drew the global batch; keep this rank's slice
+            lo, hi = distributed.shard_range(n_rays, self.dist)
+            frame, px, py, jitter = frame[lo:hi], px[lo:hi], py[lo:hi], jitter[lo:hi]
         xy = torch.stack([px, py], -1).float() + 0.5
         origins, dirs = batch_rays(self.data, frame, xy)
-        target_rgb = self.data.images[frame, py, px].float() / 255
-        target_feat = sample_features(self.data.features, frame, xy, self.data.geometry)
+        row = self.data.rows[frame]
+        target_rgb = self.data.images[row, py, px].float() / 255
+        target_feat = sample_features(self.data.features, row, xy, self.data.geometry) / self.data.feature_scale
         from n3f.render.render import render_rays
 
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
@@ -391,17 +437,25 @@ class Trainer:
             smp = out["samples"]
             loss = (
                 loss
-                + cfg.distortion_weight * distortion_loss(smp["weights"], smp["t_starts"], smp["t_ends"], smp["ray_indices"], n_rays).mean()
+                + cfg.distortion_weight
+                * distortion_loss(smp["weights"], smp["t_starts"], smp["t_ends"], smp["ray_indices"], len(frame)).mean()
             )
-        self._optimise(loss)
-        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays)
+        share = len(frame) / n_rays
+        self._optimise(loss, share)
+        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share)
 
-    def _finish_step(self, loss, rgb_loss, feat_loss, out: dict, n_rays: int) -> dict:
+    def _finish_step(self, loss, rgb_loss, feat_loss, out: dict, n_rays: int, share: float = 1.0) -> dict:
+        """Adapt the ray count and report the step. ``n_rays`` is the global batch; in a
+        distributed run the losses (this rank's means) and sample counts are summed over ranks,
+        each loss weighted by its rank's ``share`` of the batch, giving the global means."""
         cfg = self.config
-        n_samples = max(int(out["n_samples"]), 1)
+        values = [float(loss.detach()), float(rgb_loss.detach()), float(feat_loss.detach())]
+        if self.dist.active:
+            values = [v * share for v in values]
+        loss, rgb_loss, feat_loss, n_samples = distributed.allreduce_sum([*values, float(out["n_samples"])], self.dist)
+        n_samples = max(int(n_samples), 1)
         self.n_rays = 0.5 * self.n_rays + 0.5 * n_rays * cfg.target_samples / n_samples
         self.step += 1
-        loss, rgb_loss, feat_loss = loss.detach(), rgb_loss.detach(), feat_loss.detach()
         return {
             "loss": float(loss),
             "rgb_loss": float(rgb_loss),
@@ -411,14 +465,25 @@ class Trainer:
             "samples": n_samples,
         }
 
-    def _optimise(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)}")
+    def _optimise(self, loss: torch.Tensor, share: float = 1.0) -> None:
+        """Backpropagate ``loss`` (this rank's mean over its rays) and step the optimisers.
+
+        In a distributed run the loss is weighted by this rank's ``share`` of the global batch and
+        the gradients are summed over ranks, which gives every rank the gradient of the global mean
+        (see :mod:`n3f.pipeline.distributed`); all ranks raise together on a non-finite loss."""
+        if self.dist.active:
+            loss = loss * share
+            finite = distributed.allreduce_sum([float(loss.detach())], self.dist)[0]
+        else:
+            finite = float(loss.detach())
+        if not math.isfinite(finite):
+            raise FloatingPointError(f"loss is {finite}")
         if not torch.isfinite(self.model.encoding.table).all():
             raise FloatingPointError("the hash table holds NaN or infinite values")
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.allreduce_gradients(self._params, self.dist)
         for opt in self.optimizers:
             opt.step()
 
@@ -481,8 +546,9 @@ class Trainer:
             + cfg.transient_sparsity * out["actor_sigma"]
             + cfg.dynamic_sparsity * out["dynamic_sigma"]
         )
-        self._optimise(loss)
-        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays)
+        share = len(frame) / n_rays
+        self._optimise(loss, share)
+        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -793,6 +859,11 @@ def fit(
 ) -> Path:
     """Run (or resume) a fit; returns the run folder.
 
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this: the process group is joined here,
+    rank 0 prepares the scene, the features and the run folder before the others read them, and
+    the ranks train together (see :mod:`n3f.pipeline.distributed`). A distributed run's folder and
+    checkpoints are a single-process run's; either resumes the other.
+
     Raises:
         N3FError: bad input, or a NaN/diverging loss (the last good checkpoint is kept and named).
     """
@@ -800,29 +871,37 @@ def fit(
     from n3f.progress import make_progress
     from n3f.scene.catalog import load_scene
 
-    track = make_progress(quiet)
     if resume is not None:
-        run_dir = Path(resume)
-        config = read_config(run_dir)
-    scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
-    cache = compute_features(
-        scene, config.teacher or None, {"device": config.device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
-    )
+        config = read_config(Path(resume))
+    ctx, device = distributed.init_from_env(config.device)
+    track = make_progress(quiet or not ctx.is_main)
+    with distributed.main_first(ctx):  # rank 0 renders/caches first; the others then read the cache
+        scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
+        cache = compute_features(
+            scene, config.teacher or None, {"device": device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
+        )
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
-    if resume is None:
+    if resume is not None:
+        run_dir = Path(resume)
+    elif ctx.is_main:
         run_dir = new_run_dir(output, scene.name, cache.meta["teacher"])
         run_dir.mkdir(parents=True)
         write_config(run_dir, config, {"teacher": cache.teacher, "feature_cache": str(cache.folder), "scene_source": str(scene.source)})
-    trainer = Trainer(config, scene, cache, run_dir, progress=track)
+    run_dir = distributed.broadcast_object(run_dir if ctx.is_main else None, ctx)
+    trainer = Trainer(dataclasses.replace(config, device=device), scene, cache, run_dir, progress=track)
     metrics_path = run_dir / "metrics.jsonl"
     if resume is not None:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             trainer.load_checkpoint(ckpt)
-            log(f"resumed {run_dir} from {ckpt.name}")
-        _truncate_metrics(metrics_path, trainer.step)
-    _loop(trainer, metrics_path, quiet)
+            if ctx.is_main:
+                log(f"resumed {run_dir} from {ckpt.name}")
+        distributed.barrier(ctx)  # every rank has read the checkpoint before rank 0 touches the log
+        if ctx.is_main:
+            _truncate_metrics(metrics_path, trainer.step)
+    _loop(trainer, metrics_path, quiet or not ctx.is_main)
+    distributed.barrier(ctx)
     return run_dir
 
 
@@ -850,6 +929,8 @@ def _loop(trainer: Trainer, metrics_path: Path, quiet: bool) -> None:
                 where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                 raise N3FError(f"training diverged at step {trainer.step + 1} ({exc}); {where}. Try a lower --lr.") from exc
             window_rays += stats["rays"]
+            if not trainer.dist.is_main:  # rank 0 alone writes metrics, renders and checkpoints
+                continue
             if trainer.step % 25 == 0 or trainer.step == cfg.steps:
                 now = time.perf_counter()
                 rays_s = window_rays / max(now - window_start, 1e-9)
