@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from n3f.errors import N3FError
+from n3f.io import check_writable
 
 app = typer.Typer(
     name="n3f",
@@ -524,6 +525,7 @@ def fit_command(
         grid_preset=grid or ("ngp" if dev.startswith("cuda") else "cpu"),
         dynamic=dynamic,
     )
+    check_writable(resume or output)
     run = fit(config, output=output, resume=resume, quiet=quiet)
     from n3f.pipeline.distributed import context
 
@@ -611,6 +613,7 @@ def render_command(
     out_dir = output or Path(run) / "renders" / f"render-{_time.strftime('%Y%m%d-%H%M%S')}"
     if out_dir.exists() and any(out_dir.iterdir()):
         raise N3FError(f"{out_dir} already holds files; n3f never overwrites results")
+    check_writable(out_dir)
     basis = None
     panels = []
     for cam in make_progress(quiet)(cams, "rendering", len(cams)):
@@ -717,6 +720,7 @@ def query_command(
     patch = _patch(trainer.scene, frame, box, point, size)
     ids = select_frames(trainer.scene, frames)
     out = output or Path(run) / "queries" / f"{_time.strftime('%Y%m%d-%H%M%S')}-f{patch.frame}-{source}"
+    check_writable(out)
     points = _points_or_warning(trainer, maps) if source == "student" else None
     doc = run_query(QueryEngine(trainer, maps), patch, source, ids, out, save_similarity, best, points, progress=make_progress(quiet))
     top = ", ".join(f"#{r['frame']} ({r['score']:.2f})" for r in doc["ranking"][:5])
@@ -746,6 +750,7 @@ def evaluate_command(
     from n3f.pipeline.evaluate import evaluate_run, markdown_table, write_evaluation
     from n3f.progress import make_progress
 
+    check_writable(Path(run) / "evaluations")
     trainer, maps = _run_with_maps(run, map_stride, quiet, composite, streams)
     result = evaluate_run(trainer, maps, refs, patch, progress=make_progress(quiet))
     path = write_evaluation(run, result)
@@ -794,6 +799,7 @@ def export_command(
 
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise N3FError(f"{out} already exists; n3f never overwrites results")
+    check_writable(out if clusters else out.parent)
     trainer, maps = _run_with_maps(run, map_stride, quiet, composite, streams)
     points = scene_points(trainer.scene, maps, voxel=voxel)
     basis = points_pca_basis(points.features)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     except OSError as exc:
-        raise N3FError(f"cannot create {final}: {exc}") from exc
+        raise N3FError(f"cannot create {final}: {exc}{_hint(exc)}") from exc
     try:
         yield tmp
         os.replace(tmp, final)
@@ -52,7 +53,49 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(Exception):
             os.unlink(tmp)
-        raise N3FError(f"cannot write {path}: {exc}") from exc
+        raise N3FError(f"cannot write {path}: {exc}{_hint(exc)}") from exc
+
+
+def _hint(exc: OSError) -> str:
+    """What to do about a failed write, from its errno ('' when there is nothing useful to say)."""
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return " (the folder cannot be written: choose another --output, or fix its permissions)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return " (the disk is full or over quota: free space and rerun; earlier results are intact)"
+    return ""
+
+
+def is_writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder``, or (if it does not exist yet) in its nearest existing parent."""
+    probe = _nearest_existing(Path(folder))
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(folder: Path) -> None:
+    """Raise :class:`N3FError` now, before long work, if files cannot be created in ``folder``.
+
+    ``folder`` need not exist: its nearest existing parent is checked (it will be created there).
+    Catches read-only mounts and missing permissions; a full disk is only found when writing.
+    """
+    probe = _nearest_existing(Path(folder))
+    if not probe.is_dir():
+        raise N3FError(f"cannot write into {folder}: {probe} is not a folder")
+    if not is_writable(probe):
+        reason = "read-only file system" if _read_only_mount(probe) else "permission denied"
+        raise N3FError(f"cannot write into {folder}: {probe} is not writable ({reason}); choose another --output, or fix its permissions")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _umask() -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from n3f.errors import N3FError
-from n3f.io import atomic_save_image, atomic_save_npy, atomic_write_bytes, atomic_write_json, safe_name
+from n3f.io import atomic_save_image, atomic_save_npy, atomic_write_bytes, atomic_write_json, check_writable, safe_name
 from n3f.scene.types import Scene
 
 CACHE_VERSION = 1
@@ -223,6 +223,7 @@ def compute_features(
             if preview and not (folder / "preview").is_dir():
                 write_preview(cache, scene)
             return cache
+    check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
         "status": "partial",

@@ -24,6 +24,10 @@ Features and depth come from one of two composites (``composite``):
 Colour and opacity are always the volume composites (what the student renders). Surface maps live
 in ``step-NNNNNNN-sS-surface/``.
 
+A run folder that cannot be written (a read-only mount, a colleague's run) is still queried: maps it
+already holds are used, and missing ones are cached under ``$XDG_CACHE_HOME/n3f/maps/<run hash>/``
+(default ``~/.cache``) instead, with a warning.
+
 ``streams`` (runs fitted with transient streams, ``n3f fit --dynamic``): ``static`` (default) maps
 the static field alone, so moving things and the camera wearer's hands leave no trace in queries,
 retrieval or point clouds; ``all`` renders every stream with each frame's embeddings (folder suffix
@@ -32,7 +36,10 @@ retrieval or point clouds; ``all`` renders every stream with each frame's embedd
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +48,7 @@ import numpy as np
 import torch
 
 from n3f.errors import N3FError
-from n3f.io import atomic_directory, atomic_write_json
+from n3f.io import atomic_directory, atomic_write_json, is_writable
 
 COMPOSITES = ("surface", "volume")
 SURFACE_WINDOW_STEPS = 8  # half-width of the surface window, in marching steps
@@ -130,9 +137,15 @@ def student_maps(
     suffix = ("-surface" if composite == "surface" else "") + ("-all" if streams == "all" else "")
     if streams != "static":
         trainer.render_pixels(scene.frames[0], torch.zeros(0, 2), streams=streams)  # checks the choice before any work
-    folder = trainer.run_dir / "maps" / f"step-{trainer.step:07d}-s{stride}{suffix}"
+    name = f"step-{trainer.step:07d}-s{stride}{suffix}"
+    folder = trainer.run_dir / "maps" / name
     if (folder / "meta.json").is_file():
         return StudentMaps.open(folder)
+    if not is_writable(trainer.run_dir / "maps"):
+        folder = maps_fallback_root(trainer.run_dir) / name
+        if (folder / "meta.json").is_file():
+            return StudentMaps.open(folder)
+        print(f"n3f: warning: {trainer.run_dir} cannot be written; caching its maps in {folder.parent}", file=sys.stderr)
     sizes = {(f.width, f.height) for f in scene.frames}
     if len(sizes) != 1:
         raise N3FError("rendered maps need every frame at one size; downscale or resize the scene")
@@ -169,6 +182,13 @@ def student_maps(
         if not (folder / "meta.json").is_file():  # not a concurrent writer that finished first
             raise
     return StudentMaps.open(folder)
+
+
+def maps_fallback_root(run_dir: Path) -> Path:
+    """Where the maps of a run folder that cannot be written are cached: one folder per run path."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+    return base / "n3f" / "maps" / key
 
 
 def upsample_map(values: np.ndarray, geometry: dict, width: int, height: int) -> np.ndarray:
