@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +22,17 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     Raises:
         N3FError: ``final`` already exists (results are never overwritten) or cannot be created.
     On any exception inside the block the temporary folder is removed and ``final`` is untouched.
+    A process killed inside the block (SIGKILL, power loss) leaves its temporary folder behind; it
+    is named after the host and process, and the next call for the same ``final`` on this host
+    removes it once that process is gone.
     """
     final = Path(final)
     if final.exists():
         raise N3FError(f"{final} already exists; n3f never overwrites results. Choose another --output or remove it.")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        remove_stale_partials(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{_HOST}-{os.getpid()}-", dir=final.parent))
     except OSError as exc:
         raise N3FError(f"cannot create {final}: {exc}{_hint(exc)}") from exc
     try:
@@ -36,6 +41,34 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_HOST = socket.gethostname().replace("/", "_")
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Remove the temporary folders that killed processes of this host left for ``final``.
+
+    Returns:
+        The folders removed. Folders of live processes and of other hosts are kept.
+    """
+    removed = []
+    for partial in Path(final).parent.glob(f".{Path(final).name}.partial-{_HOST}-*"):
+        pid = partial.name[len(f".{Path(final).name}.partial-{_HOST}-") :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,9 @@ def run_child(module: str, request: dict, what: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="n3f-stage-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request_path.write_text(json.dumps(request), encoding="utf-8")
-        proc = subprocess.run([sys.executable, "-m", module, str(request_path), str(result_path)], env=env, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", module, str(request_path), str(result_path)], env=env, check=False, preexec_fn=_die_with(os.getpid())
+        )
         if not result_path.is_file():
             how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with status {proc.returncode}"
             raise PreprocessError(
@@ -53,6 +56,22 @@ def run_child(module: str, request: dict, what: str) -> dict:
             cls = N3FError
         raise cls(doc["message"])
     return doc["result"]
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux kill the child when ``parent`` dies, even by SIGKILL, so a
+    killed ``n3f preprocess`` leaves no structure from motion running on; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def child_main(handler: Callable[[dict], dict]) -> None:
