@@ -60,3 +60,43 @@ def test_checkpoint_on_a_full_disk_fails_cleanly(fitted_run, tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before  # no temporary file left
     state = torch.load(run / "checkpoints" / before[-1], weights_only=False)
     assert state["step"] == steps
+
+
+_FULL_DISK = """
+mount -t tmpfs -o size="$1"k tmpfs "$0" && cp -r "$2" "$0/run" || exit 97
+"$3" -m n3f fit --resume "$0/run" --quiet 2> "$4/stderr.txt"
+echo $? > "$4/rc"
+cp -r "$0/run" "$4/after"
+"""
+
+
+@pytest.mark.slow  # like the test above
+def test_checkpoint_on_a_real_full_tmpfs_fails_cleanly(fitted_run, tmp_path, unshare_mount):
+    """The same on a real full disk: the run copied onto a tmpfs with 1 MiB to spare (in a private
+    mount namespace), so the next checkpoint (tens of MiB) fails with ENOSPC."""
+    run = tmp_path / "run"
+    shutil.copytree(fitted_run, run)
+    config = run / "config.toml"
+    steps = _set(config, "steps", lambda s: s + 20)
+    _set(config, "checkpoint_every", lambda _: 1)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    size_kib = sum(p.stat().st_size for p in run.rglob("*") if p.is_file()) // 1024 + 4 * 64 + 1024  # + inodes' blocks + 1 MiB
+    mount_point, report = tmp_path / "disk", tmp_path / "report"
+    mount_point.mkdir()
+    report.mkdir()
+    result = subprocess.run(
+        [*unshare_mount, "sh", "-c", _FULL_DISK, str(mount_point), str(size_kib), str(run), sys.executable, str(report)],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stderr = (report / "stderr.txt").read_text()
+    assert (report / "rc").read_text().strip() == "2", stderr[-2000:]
+    assert "Traceback" not in stderr and "No space left on device" in stderr and "the disk is full" in stderr, stderr[-2000:]
+    after = report / "after"
+    assert sorted(p.name for p in (after / "checkpoints").iterdir()) == before  # no temporary file left
+    state = torch.load(after / "checkpoints" / before[-1], weights_only=False)
+    assert state["step"] == steps

@@ -4,7 +4,7 @@ folder named, no traceback) and leaves the run untouched; a read-only run can st
 
 The folder is made read-only for real: as root (which ignores permission bits) it is bind-mounted
 read-only in a private mount namespace (``unshare -m``, or ``unshare -rm`` in a user namespace);
-as another user its write permission is removed. Skips with a message where neither is possible.
+as another user its write permission is removed. Skips with a message where root may not mount.
 """
 
 from __future__ import annotations
@@ -23,35 +23,20 @@ REPO = Path(__file__).resolve().parents[2]
 _BIND_READ_ONLY = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
 
 
-def _namespace_prefix(folder: Path) -> list[str] | None:
-    """The command prefix that runs a program with ``folder`` read-only, or None if none works here."""
-    if shutil.which("unshare") is None:
-        return None
-    for flags in ("-m", "-rm"):
-        prefix = ["unshare", flags, "sh", "-c", _BIND_READ_ONLY, str(folder)]
-        probe = subprocess.run([*prefix, "touch", str(folder / ".probe")], capture_output=True, text=True)
-        if probe.returncode != 0 and "Read-only file system" in probe.stderr:
-            return prefix
-    return None
-
-
 @pytest.fixture
-def read_only(tmp_path):
-    """``run(folder, *n3f_args, env=...)``: the n3f command with ``folder`` read-only."""
+def read_only(tmp_path, request):
+    """``run(folder, *n3f_args)``: the n3f command with ``folder`` read-only."""
     restore = []
 
-    def run(folder: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(folder: Path, *args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "n3f", *args]
-        if os.geteuid() == 0:
-            prefix = _namespace_prefix(folder)
-            if prefix is None:
-                pytest.skip("running as root and no private mount namespace (unshare -m / -rm) is allowed here, so no folder can be made read-only")
-            command = [*prefix, *command]
+        if os.geteuid() == 0:  # root ignores permission bits: bind-mount the folder read-only
+            command = [*request.getfixturevalue("unshare_mount"), "sh", "-c", _BIND_READ_ONLY, str(folder), *command]
         else:
             restore.append((folder, folder.stat().st_mode))
             folder.chmod(folder.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg"), **(env or {})}
-        return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
     yield run
     for folder, mode in restore:
