@@ -186,18 +186,29 @@ def segment(
     eps: float = 0.03,
     min_points: int = 10,
     anchor: np.ndarray | None = None,
+    neighbourhood: float = 0.3,
 ) -> tuple[np.ndarray, float]:
-    """Points of the queried object: similarity above the threshold (:func:`object_threshold` by
-    default), then one
-    DBSCAN cluster (Open3D; ``eps`` in normalised scene units) to drop look-alikes elsewhere: the
-    cluster nearest ``anchor`` (3,) (the clicked surface point) when given, else the largest.
+    """Points of the queried object: similarity above a threshold, then one DBSCAN cluster (Open3D;
+    ``eps`` in normalised scene units) to drop look-alikes elsewhere: the cluster nearest
+    ``anchor`` (3,) (the clicked surface point) when given, else the largest.
+
+    The default threshold is :func:`object_threshold` of the similarities of the points within
+    ``neighbourhood`` (normalised scene units; the scene box spans about 2) of ``anchor``, or of all
+    points without an anchor (or with fewer than 50 points near it). Around the click the three
+    groups that the cut separates are the object, what it stands on and its neighbours; over the
+    whole scene, the room and every other object fill the histogram and the cut drops into the
+    table (on the demo after 3,000 steps, mean 3D IoU 0.35 with the global cut and 0.65 with the
+    local one on the same points; ``tools/measure_segmentation.py`` compares them).
 
     Returns:
         (N,) bool mask over ``points`` and the threshold used.
     """
     import open3d as o3d
 
-    thr = object_threshold(similarity) if threshold is None else float(threshold)
+    if threshold is not None:
+        thr = float(threshold)
+    else:
+        thr = object_threshold(similarity[_near(points, anchor, neighbourhood)] if anchor is not None else similarity)
     chosen = np.nonzero(similarity > thr)[0]
     mask = np.zeros(len(points), bool)
     if len(chosen) == 0:
@@ -214,6 +225,12 @@ def segment(
         chosen = chosen[labels == pick]
     mask[chosen] = True
     return mask, thr
+
+
+def _near(points: ScenePoints, anchor: np.ndarray, radius: float, at_least: int = 50) -> np.ndarray:
+    """(N,) bool: the points within ``radius`` of ``anchor``, or every point if fewer than ``at_least`` are."""
+    near = np.linalg.norm(points.positions - np.asarray(anchor, dtype=points.positions.dtype), axis=1) <= radius
+    return near if near.sum() >= at_least else np.ones(len(points), bool)
 
 
 def feature_clusters(points: ScenePoints, k: int, seed: int = 0) -> np.ndarray:

@@ -160,3 +160,22 @@ def test_sharded_features_gather_into_the_unsharded_cache(demo_scene, tmp_path):
     assert compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path, shard=(0, 3)) is None  # complete: nothing to do
     with pytest.raises(N3FError, match="--shard must be"):
         compute_features(scene, "effnet_lite0", options, pca=8, root=tmp_path / "bad", shard=(3, 3))
+
+
+@pytest.mark.slow  # two CLI fits at the demo's full size (4 steps each, held-out renders at the end)
+def test_fit_devices_2_matches_one_process(demo_dir, tmp_path):
+    """``n3f fit --devices 2`` (which launches torchrun itself) against the same command in one process."""
+    args = ["--scene", "demo/tabletop", "--steps", "4", "--samples", "4096", "--eval-every", "0", "--seed", "5", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"devices{devices}"
+        done = subprocess.run(
+            [sys.executable, "-m", "n3f", "fit", *args, "--devices", devices, "--output", str(out)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-4000:]
+        (runs[devices],) = out.glob("*/*/*")  # one run folder: rank 0 alone wrote
+    rows = [json.loads(line) for line in (runs["2"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 4]  # one train row, one eval row
+    _assert_same_parameters(_state(runs["2"], 4), _state(runs["1"], 4))

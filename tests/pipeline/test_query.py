@@ -255,3 +255,24 @@ def test_segment_keeps_the_cluster_at_the_clicked_point():
     assert 0.1 < thr < 0.9 and largest[:300].all() and not largest[300:].any()
     clicked, _ = segment(pts, sim, anchor=np.array([-0.5, 0, 0]))
     assert clicked[300:360].all() and not clicked[:300].any() and not clicked[360:].any()
+
+
+def test_segment_cuts_around_the_click_not_over_the_whole_scene():
+    """An object (cosines 0.999-0.997) on a table (0.99-0.95) in a room (0.9-0): over the whole
+    scene the room fills two of the three classes and the cut falls below the table, which DBSCAN
+    then joins to the object; the cut among the points near the click separates object and table."""
+    rng = np.random.default_rng(0)
+    obj = rng.normal([0, 0, 0.05], 0.015, (80, 3))
+    table = np.c_[rng.uniform(-0.25, 0.25, (3000, 2)), np.zeros(3000)]
+    table = table[np.linalg.norm(table[:, :2], axis=1) > 0.02]
+    room = rng.uniform(-1, 1, (6000, 3))
+    room = room[np.linalg.norm(room, axis=1) > 0.5]
+    pos = np.concatenate([obj, table, room]).astype(np.float32)
+    closeness = [rng.uniform(-3, -2.5, len(obj)), rng.uniform(-2, -1.3, len(table)), rng.uniform(-1, 0, len(room))]
+    sim = 1 - 10 ** np.concatenate(closeness)
+    pts = ScenePoints(pos, np.zeros_like(pos), np.zeros((len(pos), 2), np.float32))
+    is_obj = np.arange(len(pos)) < len(obj)
+    local, thr = segment(pts, sim, anchor=np.zeros(3))
+    assert 0.99 < thr < 0.997 and local[is_obj].mean() > 0.95 and not local[~is_obj].any()
+    whole, thr = segment(pts, sim, anchor=np.zeros(3), neighbourhood=np.inf)
+    assert thr < 0.95 and whole[len(obj) : len(obj) + len(table)].mean() > 0.9  # why the cut is local
