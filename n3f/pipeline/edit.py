@@ -3,11 +3,12 @@
 The edited field is the student with a selection: every sample whose feature's cosine similarity
 to the query exceeds a threshold, inside the box around the queried object, belongs to the object.
 ``remove`` zeroes the selection's density (the renderer then sees through to what lies behind
-it); ``recolour`` replaces its colour. The threshold defaults to the object cut
-(:func:`~n3f.pipeline.pointcloud.object_threshold`) of the similarities of the scene's point cloud,
-and the box is that of the segment ``n3f export`` would write for the same query (the points above
-the threshold in the cluster at the clicked point), padded: without it, every look-alike in the
-scene (the other mug, the can) goes with the queried object.
+it); ``recolour`` replaces its colour. The box is that of the segment ``n3f export`` would write
+for the same query (:func:`~n3f.pipeline.pointcloud.segment`: the cut among the points near the
+click, the cluster at the clicked point), padded: without it, every look-alike in the scene (the
+other mug, the can) goes with the queried object. Inside the box the threshold defaults to the
+lower of that cut and the whole-scene cut (:func:`~n3f.pipeline.pointcloud.object_threshold` of
+all the points' similarities), since a missed sample leaves a ghost of the object.
 """
 
 from __future__ import annotations
@@ -113,13 +114,19 @@ def query_edit(
         trainer: a loaded run; maps: its StudentMaps; patch: a :class:`n3f.pipeline.query.Patch`.
         restrict: select only inside the segmented object's box (False: everywhere in the scene).
     """
-    from n3f.pipeline.pointcloud import scene_points, segment
+    from n3f.pipeline.pointcloud import object_threshold, scene_points, segment
     from n3f.pipeline.query import QueryEngine
     from n3f.pipeline.query_report import point_similarity
 
     engine = QueryEngine(trainer, maps)
     vector = engine.vector(patch, "student")
     points = scene_points(trainer.scene, maps)
-    chosen, threshold = segment(points, point_similarity(points, vector), threshold, anchor=engine.anchor(patch))
+    similarity = point_similarity(points, vector)
+    chosen, cut = segment(points, similarity, threshold, anchor=engine.anchor(patch))
     region = object_region(points.positions[chosen], trainer.space) if restrict and chosen.any() else None
-    return EditedField(trainer.model, vector, threshold, mode, colour, region)
+    if threshold is None and region is not None:
+        # Inside the object's box, missing a sample of the object leaves a ghost, while taking one of
+        # the surface below costs little: the lower whole-scene cut (on the demo at 3,000 steps the
+        # red mug's removal gains 4.4 dB with the click's cut of 0.90, 8 dB with the scene's 0.74).
+        cut = min(cut, object_threshold(similarity))
+    return EditedField(trainer.model, vector, cut, mode, colour, region)
