@@ -459,6 +459,14 @@ def fit_command(
     grid: Annotated[str, typer.Option("--grid", help="Hash-grid size: cpu (12 levels, 2^17 rows) or ngp (16 levels, 2^19).")] = "",
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between held-out evaluations (0: at the end only).")] = 1000,
     pca: Annotated[int, typer.Option("--pca", help="PCA dimensions of the teacher features.")] = 64,
+    mlp_precision: Annotated[
+        str,
+        typer.Option(
+            "--mlp-precision",
+            help="Number format of the student's MLP products: fp32, bf16, or auto (bf16 on a CPU with bfloat16 kernels, "
+            "about 1.8x faster steps there; fp32 elsewhere).",
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
     dynamic: Annotated[
         bool | None,
@@ -508,6 +516,8 @@ def fit_command(
         raise typer.Exit(launch(devices, _without_option(sys.argv[1:], "--devices")))
 
     dev = _device(device)
+    if mlp_precision not in ("auto", "fp32", "bf16"):
+        raise N3FError(f"--mlp-precision takes auto, fp32 or bf16 (got {mlp_precision!r})")
     config = FitConfig(
         scene=scene,
         teacher=teacher,
@@ -523,6 +533,7 @@ def fit_command(
         device=dev,
         seed=seed,
         grid_preset=grid or ("ngp" if dev.startswith("cuda") else "cpu"),
+        mlp_precision=mlp_precision,
         dynamic=dynamic,
     )
     check_writable(resume or output)

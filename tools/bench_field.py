@@ -8,7 +8,9 @@ For instant-ngp's hash grid (16 levels, 2^19 rows, 2 features) and the CPU defau
 - ``step``: one full training step of the student field: encoding, geometry MLP, colour and
   feature heads, loss, backward and optimiser: n3f's field and optimisers (instant-ngp's Adam
   that skips zero-gradient table entries, fused on the CPU) vs. the same field whose encoding is
-  the eager one, with torch's dense Adam.
+  the eager one, with torch's dense Adam and float32 MLPs. n3f's step is measured twice: with
+  its MLPs in float32 (``"mlp": "fp32"``) and at its default precision (``"mlp": "bf16"`` on a CPU
+  with bfloat16 kernels; the two rows are then the same where there are none).
 
 Points are uniform in the unit cube (the worst case for cache locality). Prints one JSON line per
 figure: ``{"metric": "speedup_vs_eager", "part": ..., "config": ..., "value": ...}``.
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import median_time  # noqa: E402
 
 from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, eager_hash_encoding  # noqa: E402
-from n3f.student.field import StudentConfig, StudentField  # noqa: E402
+from n3f.student.field import StudentConfig, StudentField, resolve_mlp_precision  # noqa: E402
 from n3f.student.optim import student_optimizers  # noqa: E402
 
 
@@ -51,9 +53,13 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
     torch.manual_seed(0)
     x = torch.rand(n, 3)
     dirs = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
-    field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto"), torch.tensor([[0.0] * 3, [1.0] * 3]))
+    box = torch.tensor([[0.0] * 3, [1.0] * 3])
+    default_mlp = resolve_mlp_precision("auto", torch.device("cpu"))
+    field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision=default_mlp), box)
     backend = field.encoding.backend()
-    eager_field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="torch"), torch.tensor([[0.0] * 3, [1.0] * 3]))
+    fp32_field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision="fp32"), box)
+    fp32_field.load_state_dict(field.state_dict())
+    eager_field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="torch", mlp_precision="fp32"), box)
     eager_field.load_state_dict(field.state_dict())
     eager_field.encoding = EagerEncoding(field.encoding.table, config)
     g = torch.randn(n, config.output_dim)
@@ -82,15 +88,19 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
         return run
 
     rows = []
-    ours_step = step(field, student_optimizers(field, 1e-2))
     eager_step = step(eager_field, [torch.optim.Adam(eager_field.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)])
-    for part, ours, eager in (("encoding", encoding(field.encoding), encoding(eager_field.encoding)), ("step", ours_step, eager_step)):
+    cases = [("encoding", "-", encoding(field.encoding), encoding(eager_field.encoding))]
+    cases.append(("step", "fp32", step(fp32_field, student_optimizers(fp32_field, 1e-2)), eager_step))
+    if default_mlp != "fp32":
+        cases.append(("step", default_mlp, step(field, student_optimizers(field, 1e-2)), eager_step))
+    for part, mlp, ours, eager in cases:
         t_ours, t_eager = median_time(ours, repeats), median_time(eager, repeats)
         rows.append(
             {
                 "metric": "speedup_vs_eager",
                 "part": part,
                 "config": config_name,
+                "mlp": mlp,
                 "value": round(t_eager / t_ours, 2),
                 "unit": "x",
                 "ours_msamples_per_s": round(n / t_ours / 1e6, 3),

@@ -98,6 +98,10 @@ class FitConfig:
         seed: random seed.
         backend: hash-grid backend.
         grid_preset: ``cpu`` or ``ngp`` hash-grid size.
+        mlp_precision: number format of the student's MLP products (``fp32``, ``bf16``; ``auto``
+            picks bf16 on a CPU with bfloat16 kernels, where it makes a training step about 1.8x
+            faster, see the README). A new run records what ``auto`` resolved to; runs from before
+            the option read as ``fp32``, which is what they were fitted with.
         dynamic: add NeuralDiff's transient streams (a per-frame dynamic stream and an actor stream
             attached to the camera; see :mod:`n3f.student.transient`); None: the scene recipe's
             choice (``dynamic = true`` in EPIC-KITCHENS recipes).
@@ -152,6 +156,7 @@ class FitConfig:
     seed: int = 0
     backend: str = "auto"
     grid_preset: str = "cpu"
+    mlp_precision: str = "auto"
     dynamic: bool | None = None
     transient_sparsity: float = 1e-3
     dynamic_sparsity: float = 1e-3
@@ -266,6 +271,7 @@ class Trainer:
             density_bias=config.density_bias,
             sh_degree=config.sh_degree,
             code_dim=config.code_dim,
+            mlp_precision=config.mlp_precision,
         )
         self.model = StudentField(student, box).to(self.device)
         self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)
@@ -846,6 +852,7 @@ def read_config(run_dir: Path) -> FitConfig:
     if doc.get("schema_version", 0) > SCHEMA_VERSION:
         raise N3FError(f"{path} is from a newer n3f; upgrade n3f")
     known = {f.name for f in dataclasses.fields(FitConfig)}
+    doc.setdefault("mlp_precision", "fp32")  # runs from before the option were fitted in float32
     return FitConfig(**{k: v for k, v in doc.items() if k in known})
 
 
@@ -880,6 +887,10 @@ def fit(
         cache = compute_features(
             scene, config.teacher or None, {"device": device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
         )
+    if config.mlp_precision == "auto":  # record what this machine chose, so a resume elsewhere computes alike
+        from n3f.student.field import resolve_mlp_precision
+
+        config = dataclasses.replace(config, mlp_precision=resolve_mlp_precision("auto", torch.device(device)))
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
     if resume is not None:

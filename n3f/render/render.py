@@ -26,6 +26,7 @@ def render_rays(
     background: dict[str, torch.Tensor] | None = None,
     density_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     min_transmittance: float = 1e-4,
+    min_alpha: float = 1e-6,
     return_samples: bool = False,
     surface_window: float | None = None,
     near_gradient_distance: float | None = None,
@@ -44,7 +45,7 @@ def render_rays(
         background: per-channel background values.
         density_fn: optional ``points -> sigma``; when given, a first pass without gradients drops
             samples hidden behind opaque surfaces (transmittance < ``min_transmittance``) or
-            transparent (alpha < 1e-6) before the full field runs (nerfacc's visibility pruning).
+            transparent (alpha < ``min_alpha``) before the full field runs (nerfacc's visibility pruning).
         near_gradient_distance: when given, the gradients reaching the field from samples closer
             than this (space units) to the ray origin are scaled by ``(t / distance)^2``
             (Philip and Deschaintre, "Floaters No More", 2023): a point near a camera covers many
@@ -72,7 +73,7 @@ def render_rays(
             mids = (t_starts + t_ends) / 2
             sigma = density_fn(o[ray_indices] + mids[:, None] * d[ray_indices])
             _, trans, alphas = render_weight_from_density(t_starts, t_ends, sigma, ray_indices)
-            keep = (trans > min_transmittance) & (alphas > 1e-6)
+            keep = (trans > min_transmittance) & (alphas > min_alpha)
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
     t_mids = (t_starts + t_ends) / 2
     points = o[ray_indices] + t_mids[:, None] * d[ray_indices]

@@ -7,7 +7,9 @@ field's box before the hash encoding.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -48,6 +50,11 @@ class StudentConfig:
         backend: hash-grid backend (``auto``, ``torch``, ``cpu``, ``tcnn``).
         density_bias: added to the density pre-activation (``sigma = exp(h + bias)``); instant-ngp
             uses -1. Lower values start the field nearly transparent.
+        mlp_precision: number format of the MLPs' matrix products: ``fp32``, ``bf16`` (weights kept
+            in float32, products in bfloat16 as torch's autocast does; tinycudann runs its MLPs in
+            fp16 for the same reason), or ``auto``: bf16 on a CPU whose oneDNN has bfloat16
+            kernels (AVX-512), else fp32. The hash encoding, activations of density and colour,
+            and compositing stay float32.
     """
 
     grid: HashGridConfig = CPU_CONFIG
@@ -57,6 +64,7 @@ class StudentConfig:
     feature_dim: int = 64
     backend: str = "auto"
     density_bias: float = -1.0
+    mlp_precision: str = "auto"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,6 +75,34 @@ class StudentConfig:
         d = dict(d)
         d["grid"] = HashGridConfig(**d["grid"])
         return cls(**d)
+
+
+MLP_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU's oneDNN runs bfloat16 matrix products natively (AVX-512 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_mlp_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16``: what ``precision`` (see :class:`StudentConfig`) means on ``device``."""
+    if precision not in MLP_PRECISIONS:
+        raise ValueError(f"unknown mlp_precision {precision!r}; use one of {', '.join(MLP_PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    return precision
+
+
+def mlp_autocast(precision: str, device: torch.device):
+    """The context the MLPs run in for ``precision`` (see :class:`StudentConfig`) on ``device``."""
+    if resolve_mlp_precision(precision, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
@@ -98,7 +134,10 @@ class StudentField(nn.Module):
 
     def _geometry(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = ((points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])).clamp(0.0, 1.0)
-        h = self.geometry_mlp(self.encoding(u))
+        features = self.encoding(u)
+        with mlp_autocast(self.config.mlp_precision, points.device):
+            h = self.geometry_mlp(features)
+        h = h.float()
         return trunc_exp(h[:, 0] + self.config.density_bias), h[:, 1:]
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
@@ -117,8 +156,13 @@ class StudentField(nn.Module):
         """
         sigma, code = self._geometry(points)
         out = {"sigma": sigma}
+        with mlp_autocast(self.config.mlp_precision, points.device):
+            if colour:
+                logits = self.colour_head(torch.cat([code, spherical_harmonics(dirs, self.config.sh_degree)], -1))
+            if features:
+                feature = self.feature_head(code)
         if colour:
-            out["rgb"] = torch.sigmoid(self.colour_head(torch.cat([code, spherical_harmonics(dirs, self.config.sh_degree)], -1)))
+            out["rgb"] = torch.sigmoid(logits.float())
         if features:
-            out["feature"] = self.feature_head(code)
+            out["feature"] = feature.float()
         return out
