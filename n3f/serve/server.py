@@ -16,6 +16,8 @@ Bad requests answer 4xx with ``{"error": message}`` and the server keeps running
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import io
 import json
 import math
@@ -204,6 +206,29 @@ _EXPORT = re.compile(r"^/api/export/(q\d+)\.ply$")
 _FRAME = re.compile(r"^/frames/(\d+)\.png$")
 
 
+def _malloc_trim():
+    """glibc's ``malloc_trim(0)`` when available, else a no-op."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the heap's freed pages back to the system (glibc only).
+
+    A query renders thousands of samples in a fresh thread; glibc keeps what those temporaries
+    freed in per-thread arenas, so without this the server's RSS crept up by 100-250 MiB over 120
+    requests (more with the MLPs in bfloat16) although nothing leaked.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def make_handler(service: QueryService):
     """A request handler class bound to ``service``."""
 
@@ -236,6 +261,8 @@ def make_handler(service: QueryService):
                 self._json(exc.status, {"error": str(exc)})
             except Exception as exc:  # a bug must not take the server down
                 self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+            finally:
+                release_free_memory()
 
         def do_GET(self):
             self._guard(self._get)

@@ -3,6 +3,7 @@ that train, and runs that record what they were fitted with."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -74,3 +75,26 @@ def test_old_run_configs_read_as_fp32_and_new_ones_keep_their_choice(tmp_path):
     doc = {k: v for k, v in dataclasses.asdict(FitConfig()).items() if k not in ("mlp_precision", "teacher_options", "dynamic")}
     (tmp_path / "config.toml").write_text(dumps_toml({"schema_version": 1, **doc}))
     assert read_config(tmp_path).mlp_precision == "fp32"
+
+
+def test_bf16_rows_are_padded_to_few_shapes_and_padding_changes_nothing():
+    # oneDNN keeps a kernel per matrix shape; an unbounded set of shapes grew memory without end
+    from n3f.student.field import MLP_MAX_ROWS, MLP_ROW_BUCKET, run_mlp
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    reference = copy.deepcopy(mlp)
+    seen = set()
+    mlp.register_forward_pre_hook(lambda module, args: seen.add(args[0].shape[0]))
+    for n in (1, 5000, 8192, 8193, 30000, 65536, 70000, 200001):
+        x = torch.randn(n, 8)
+        out = run_mlp(mlp, x, "bf16")
+        assert out.shape == (n, 3) and out.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            direct = reference(x[:7]).float()
+        assert torch.allclose(out[:7], direct, rtol=0.02, atol=0.02)
+    assert all(rows % MLP_ROW_BUCKET == 0 and rows <= MLP_MAX_ROWS for rows in seen), seen
+    assert len(seen) <= MLP_MAX_ROWS // MLP_ROW_BUCKET
+    x = torch.randn(300, 8, requires_grad=True)  # gradients reach the real rows only
+    run_mlp(mlp, x, "bf16").sum().backward()
+    assert x.grad.shape == (300, 8) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
