@@ -516,8 +516,10 @@ def fit_command(
         raise typer.Exit(launch(devices, _without_option(sys.argv[1:], "--devices")))
 
     dev = _device(device)
-    if mlp_precision not in ("auto", "fp32", "bf16"):
-        raise N3FError(f"--mlp-precision takes auto, fp32 or bf16 (got {mlp_precision!r})")
+    from n3f.student.field import MLP_PRECISIONS
+
+    if mlp_precision not in MLP_PRECISIONS:
+        raise N3FError(f"--mlp-precision takes {', '.join(MLP_PRECISIONS)} (got {mlp_precision!r})")
     config = FitConfig(
         scene=scene,
         teacher=teacher,

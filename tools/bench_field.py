@@ -9,8 +9,8 @@ For instant-ngp's hash grid (16 levels, 2^19 rows, 2 features) and the CPU defau
   feature heads, loss, backward and optimiser: n3f's field and optimisers (instant-ngp's Adam
   that skips zero-gradient table entries, fused on the CPU) vs. the same field whose encoding is
   the eager one, with torch's dense Adam and float32 MLPs. n3f's step is measured twice: with
-  its MLPs in float32 (``"mlp": "fp32"``) and at its default precision (``"mlp": "bf16"`` on a CPU
-  with bfloat16 kernels; the two rows are then the same where there are none).
+  its MLPs in float32 (``"mlp": "fp32"``) and, on a CPU with bfloat16 kernels, at its default
+  precision (``"mlp": "bf16"``); elsewhere only the float32 row is printed.
 
 Points are uniform in the unit cube (the worst case for cache locality). Prints one JSON line per
 figure: ``{"metric": "speedup_vs_eager", "part": ..., "config": ..., "value": ...}``.
