@@ -56,9 +56,13 @@ def as_matrix(value, shape: tuple[int, ...], what: str, path: Path) -> np.ndarra
 
 def as_number(value, what: str, path: Path) -> float:
     """``value`` as a finite float (booleans, text, lists and NaN/inf refused) or raise SceneError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    except OverflowError:  # an integer beyond float range
+        number = None
+    if number is None or not np.isfinite(number):
         raise SceneError(f"{path}: {what} is {value!r}; it must be a finite number")
-    return float(value)
+    return number
 
 
 def as_size(value, what: str, path: Path) -> int:

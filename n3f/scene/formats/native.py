@@ -21,7 +21,7 @@ import numpy as np
 
 from n3f.errors import SceneError
 from n3f.io import atomic_write_json
-from n3f.scene.formats.common import as_matrix, check_intrinsics, check_rotation, load_json, require
+from n3f.scene.formats.common import as_matrix, as_number, as_size, check_intrinsics, check_rotation, load_json, require
 from n3f.scene.normalise import normalise_scene
 from n3f.scene.types import SPLITS, Frame, Scene
 
@@ -87,6 +87,13 @@ def write_scene_json(folder: Path, scene: Scene, content_box: np.ndarray | None 
     return path
 
 
+def _text(value, what: str, path: Path) -> str:
+    """A file name of the scene file: non-empty text, or SceneError."""
+    if not isinstance(value, str) or not value:
+        raise SceneError(f"{path}: {what} is {value!r}; it must be a file name")
+    return value
+
+
 def _time(value, where: str, path: Path) -> float | None:
     """A frame's optional ``time``: a number in [0, 1], or None when absent."""
     if value is None:
@@ -94,6 +101,28 @@ def _time(value, where: str, path: Path) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise SceneError(f"{path}: {where} has time {value!r}; it must be a number in [0, 1]")
     return float(value)
+
+
+def _objects(value, path: Path) -> list[dict]:
+    """The ``objects`` list of a scene file (labelled objects with an integer ``id``, a ``name`` and
+    a world ``box`` (2, 3), each optional), checked."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SceneError(f"{path}: objects must be a list of objects, got {type(value).__name__}")
+    objects = []
+    for i, obj in enumerate(value):
+        if not isinstance(obj, dict):
+            raise SceneError(f"{path}: object {i} is not an object")
+        obj = dict(obj)
+        if "id" in obj and (isinstance(obj["id"], bool) or not isinstance(obj["id"], int)):
+            raise SceneError(f"{path}: object {i} has id {obj['id']!r}; it must be an integer")
+        if "name" in obj and not isinstance(obj["name"], str):
+            raise SceneError(f"{path}: object {i} has name {obj['name']!r}; it must be text")
+        if "box" in obj:
+            obj["box"] = as_matrix(obj["box"], (2, 3), f"object {i} box", path).tolist()
+        objects.append(obj)
+    return objects
 
 
 def read_native(folder: Path, name: str | None = None) -> Scene:
@@ -125,15 +154,17 @@ def read_native(folder: Path, name: str | None = None) -> Scene:
         split = e.get("split", "train")
         if split not in SPLITS:
             raise SceneError(f"{path}: {where} has split {split!r}; use one of {SPLITS}")
-        image = folder / str(require(e, "file", path))
+        image = folder / _text(require(e, "file", path), f"{where} file", path)
         if not image.is_file():
             raise SceneError(f"{path}: {where} names image {image}, which does not exist")
-        try:
-            width, height = int(require(e, "width", path)), int(require(e, "height", path))
-        except (TypeError, ValueError) as exc:
-            raise SceneError(f"{path}: {where} width/height must be integers") from exc
-        if width <= 0 or height <= 0:
-            raise SceneError(f"{path}: {where} has a non-positive image size {width}x{height}")
+        width = as_size(require(e, "width", path), f"{where} width", path)
+        height = as_size(require(e, "height", path), f"{where} height", path)
+        near, far = (None if e.get(k) is None else as_number(e[k], f"{where} {k}", path) for k in ("near", "far"))
+        if (near is not None and near < 0) or (near is not None and far is not None and not near < far):
+            raise SceneError(f"{path}: {where} has near {near} and far {far}; it needs 0 <= near < far")
+        frame_id = e.get("id", i)
+        if isinstance(frame_id, bool) or not isinstance(frame_id, int):
+            raise SceneError(f"{path}: {where} has id {frame_id!r}; it must be an integer")
         frames.append(
             Frame(
                 image_path=image,
@@ -142,11 +173,11 @@ def read_native(folder: Path, name: str | None = None) -> Scene:
                 width=width,
                 height=height,
                 split=split,
-                mask_path=folder / e["mask"] if e.get("mask") else None,
-                depth_path=folder / e["depth"] if e.get("depth") else None,
-                near=e.get("near"),
-                far=e.get("far"),
-                frame_id=e.get("id", i),
+                mask_path=folder / _text(e["mask"], f"{where} mask", path) if e.get("mask") else None,
+                depth_path=folder / _text(e["depth"], f"{where} depth", path) if e.get("depth") else None,
+                near=near,
+                far=far,
+                frame_id=frame_id,
                 time=_time(e.get("time"), where, path),
             )
         )
@@ -161,7 +192,7 @@ def read_native(folder: Path, name: str | None = None) -> Scene:
         source=folder,
         format="n3f",
         contraction=contraction,
-        objects=list(doc.get("objects") or []),
+        objects=_objects(doc.get("objects"), path),
         metadata={k: v for k, v in doc.items() if k not in ("frames", "objects")},
     )
     scene = normalise_scene(scene, content_box)
