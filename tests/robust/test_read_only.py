@@ -57,7 +57,9 @@ def run_copy(fitted_run, tmp_path) -> Path:
 def test_a_read_only_run_is_still_queried(read_only, run_copy, tmp_path):
     before = _fingerprint(run_copy)
     out = tmp_path / "query"
-    result = read_only(run_copy, "query", "--run", str(run_copy), "--frame", "1", "--point", "30,20", "--size", "8", "--output", str(out), "--quiet")
+    result = read_only(
+        run_copy, "query", "--run", str(run_copy), "--frame", "1", "--point", "30,20", "--size", "8", "--output", str(out), "--quiet"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cannot be written; caching its maps in" in result.stderr
     assert (out / "ranking.json").is_file() and (out / "contact_sheet.png").is_file()
