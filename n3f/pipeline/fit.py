@@ -13,9 +13,11 @@ ran 1.7x faster but ended at 18.6 dB held-out PSNR instead of 22.0 (walls left a
 
 Dynamic scenes (``dynamic``; egocentric video): NeuralDiff's transient streams, a per-frame dynamic
 stream and an actor stream attached to the camera, are fitted beside the static student (see
-:mod:`n3f.student.transient`); the feature loss applies to the composite of all streams and a
-sparsity penalty keeps in the static field what it can explain. The static field alone is what
-queries, evaluation and export use unless told ``streams = "all"``.
+:mod:`n3f.student.transient`); colour and feature losses apply to the composite of all streams,
+a sparsity penalty charges the transient streams for their density, and the static field rendered
+by itself is trained on the pixels they do not claim (:func:`n3f.student.transient.static_alone_loss`),
+so it stays whole. The static field alone is what queries, evaluation and export use unless told
+``streams = "all"``.
 
 Run folder (``<output>/<scene>/<teacher>/<YYYYmmdd-HHMMSS>/``): ``config.toml`` (schema version 1),
 ``checkpoints/step-NNNNNNN.pt`` (atomic), ``metrics.jsonl`` (``eval/psnr`` etc. per evaluation),
@@ -120,6 +122,11 @@ class FitConfig:
         uncertainty_loss: train the transient streams' uncertainty (on the detached residual).
         transient_density_bias: density pre-activation bias of the transient streams (they start
             at density exp(bias), nearly empty).
+        static_alone_weight: weight of the loss of the static field rendered by itself (colour and
+            features) on the pixels the transient streams do not claim; 0 turns it off. Runs from
+            before the option read as 0.
+        static_alone_scale: colour residual (0-1 units) at which that loss's robust weight halves
+            (Cauchy); 0: a plain square.
     """
 
     scene: str = "demo/tabletop"
@@ -163,6 +170,8 @@ class FitConfig:
     actor_depth: float = 0.24
     uncertainty_loss: bool = True
     transient_density_bias: float = -3.0
+    static_alone_weight: float = 1.0
+    static_alone_scale: float = 0.1
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -516,6 +525,7 @@ class Trainer:
         """One step of the three-stream student: NeuralDiff's uncertainty-weighted colour loss, the
         feature loss on the composite of all streams and the transient sparsity penalty."""
         from n3f.student.render_streams import render_streams
+        from n3f.student.transient import static_alone_loss
 
         cfg, dev = self.config, self.device
         ids = torch.as_tensor(self.train_ids, dtype=torch.long)[frame]
@@ -531,6 +541,7 @@ class Trainer:
             self.step_size,
             jitter=jitter.to(dev),
             detach_weights=detach,
+            static_alone=cfg.static_alone_weight > 0,
         )
         sq = (out["rgb"] - target_rgb.to(dev)) ** 2
         beta_min = self.transient.config.beta_min
@@ -552,6 +563,11 @@ class Trainer:
             + cfg.transient_sparsity * out["actor_sigma"]
             + cfg.dynamic_sparsity * out["dynamic_sigma"]
         )
+        if cfg.static_alone_weight > 0:
+            alone_rgb, alone_feat = static_alone_loss(
+                out, target_rgb.to(dev), target_feat.to(dev), self.data.feature_loss_weights.to(dev), cfg.static_alone_scale
+            )
+            loss = loss + cfg.static_alone_weight * (alone_rgb + cfg.feature_weight * alone_feat)
         share = len(frame) / n_rays
         self._optimise(loss, share)
         return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share)
@@ -853,6 +869,8 @@ def read_config(run_dir: Path) -> FitConfig:
         raise N3FError(f"{path} is from a newer n3f; upgrade n3f")
     known = {f.name for f in dataclasses.fields(FitConfig)}
     doc.setdefault("mlp_precision", "fp32")  # runs from before the option were fitted in float32
+    doc.setdefault("static_alone_weight", 0.0)  # and without the static field's own loss
+    doc.setdefault("static_alone_scale", 0.0)
     return FitConfig(**{k: v for k, v in doc.items() if k in known})
 
 

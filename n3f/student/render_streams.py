@@ -25,6 +25,7 @@ def render_streams(
     features: bool = True,
     min_transmittance: float = 1e-4,
     surface_window: float | None = None,
+    static_alone: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Render world rays through all three streams.
 
@@ -43,13 +44,16 @@ def render_streams(
             gradients) are dropped before the full streams run.
         surface_window: also composite near each ray's most visible surface (as
             :func:`n3f.render.render.render_rays`).
+        static_alone: also composite the static field by itself over the same samples (what
+            ``streams="static"`` renders), for a loss that keeps the static field whole.
 
     Returns:
         ``rgb`` (n_rays, 3), ``feature`` (n_rays, D), ``beta`` (n_rays, 1) composited uncertainty,
         ``share/static|dynamic|actor`` (n_rays, 1) (each stream's part of the pixel; they sum to
         ``opacity``), ``opacity``, ``depth`` (n_rays, 1), ``n_samples``, ``dynamic_sigma`` and
-        ``actor_sigma`` (each stream's mean density over its samples, for the sparsity loss) and,
-        with ``surface_window``, ``surface/<channel>``.
+        ``actor_sigma`` (each stream's mean density over its samples, for the sparsity loss),
+        with ``surface_window`` ``surface/<channel>``, and with ``static_alone``
+        ``static/rgb``, ``static/feature`` and ``static/opacity``.
     """
     n_rays = len(origins)
     o, d, _ = space.to_space(origins, dirs)
@@ -74,9 +78,8 @@ def render_streams(
 
     mids = (ts + te) / 2
     pts = o[ri] + mids[:, None] * d[ri]
-    world = mix_streams(
-        {"static": static(pts, dirs[ri], features=features), "dynamic": transient.dynamic_fields(pts, frame_ids[ri], features)}, features
-    )
+    static_out = static(pts, dirs[ri], features=features)
+    world = mix_streams({"static": static_out, "dynamic": transient.dynamic_fields(pts, frame_ids[ri], features)}, features)
     a_mids = (a_ts + a_te) / 2
     cam = torch.einsum("nij,nj->ni", w2c[:, :3, :3], dirs)  # ray directions in camera coordinates
     actor = mix_streams({"actor": transient.actor_fields(a_mids[:, None] * cam[a_ri], frame_ids[a_ri], features)}, features)
@@ -96,4 +99,9 @@ def render_streams(
     out["dynamic_sigma"] = (sigma * values["share/dynamic"][:, 0]).sum() / max(len(ri), 1)
     out["actor_sigma"] = (sigma * values["share/actor"][:, 0]).sum() / max(len(a_ri), 1)
     out["n_samples"] = torch.tensor(len(ray_indices))
+    if static_alone:
+        channels = {k: static_out[k] for k in ("rgb", "feature") if k in static_out}
+        alone_weights, _, _ = render_weight_from_density(ts, te, static_out["sigma"], ri)
+        alone = composite(alone_weights, channels, mids, ri, n_rays, detach_weights=detach_weights)
+        out.update({f"static/{k}": alone[k] for k in (*channels, "opacity")})
     return out

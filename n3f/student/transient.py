@@ -202,3 +202,36 @@ def mix_streams(parts: dict[str, dict[str, torch.Tensor]], features: bool) -> di
         share = parts[stream]["sigma"] * inv if stream in parts else torch.zeros_like(sigma)
         out[f"share/{stream}"] = share[:, None]
     return out
+
+
+def static_alone_loss(
+    out: dict[str, torch.Tensor], target_rgb: torch.Tensor, target_feature: torch.Tensor, feature_weights: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss that keeps the static field whole: its own render must explain every pixel the
+    transient streams do not claim.
+
+    Without it the dynamic stream, a world-space field as able as the static one, took the table's
+    colour and features while the static field kept grey geometry (demo/kitchen_dynamic, 1,000
+    steps). Each pixel is weighted by ``1 - (share/dynamic + share/actor)``, detached, so claiming a
+    pixel earns a transient stream no gradient here; and with ``scale > 0`` by a robust (Cauchy)
+    weight ``1 / (1 + r^2 / scale^2)`` of the static render's own mean squared colour error ``r^2``
+    (also detached): until the actor and dynamic streams claim the hand and the moving object, a
+    plain square pulls the static field towards painting them there.
+
+    Args:
+        out: :func:`n3f.student.render_streams.render_streams` outputs with ``static_alone=True``:
+            ``static/rgb`` (n, 3), ``static/feature`` (n, D), ``share/dynamic``, ``share/actor`` (n, 1).
+        target_rgb: (n, 3) pixel colours in [0, 1]; target_feature: (n, D) teacher features;
+        feature_weights: (D,) per-channel weights of the feature loss.
+        scale: colour residual (0-1 units) at which the robust weight halves; 0 for a plain square.
+
+    Returns:
+        (colour loss, feature loss), each a scalar mean over pixels (and channels).
+    """
+    free = 1.0 - (out["share/dynamic"] + out["share/actor"]).detach().clamp(0.0, 1.0)
+    sq = (out["static/rgb"] - target_rgb) ** 2
+    if scale > 0:
+        free = free / (1.0 + sq.detach().mean(-1, keepdim=True) / scale**2)
+    colour = torch.mean(free * sq)
+    feature = torch.mean(free * (out["static/feature"] - target_feature) ** 2 * feature_weights)
+    return colour, feature

@@ -180,3 +180,51 @@ def test_resume_with_embeddings_of_another_shape_fails_clearly(dynamic_run, kitc
     static = Trainer(_config(kitchen_dir, dynamic=False), trainer.scene, cache, tmp_path)
     with pytest.raises(N3FError, match="transient streams"):
         static.load_checkpoint(latest_checkpoint(dynamic_run))
+
+
+def test_static_alone_render_is_what_the_static_streams_choice_renders(dynamic_run):
+    """With the transient streams silenced, render_streams' ``static/*`` channels and its
+    composite both equal the static field rendered by itself (``streams="static"``)."""
+    from n3f.render.rays import pixel_rays
+    from n3f.student.render_streams import render_streams
+
+    trainer = load_run(dynamic_run)
+    for stream in (trainer.transient.dynamic, trainer.transient.actor):
+        stream.density_head.bias.data.fill_(-1e4)  # density exp(-1e4) = 0 everywhere
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    xy = torch.tensor([[x + 0.5, y + 0.5] for y in range(0, 48, 6) for x in range(0, 64, 6)])
+    origins, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, None)
+    ids = torch.full((len(xy),), trainer.frame_index(frame), dtype=torch.long)
+    w2c = trainer._w2c(torch.tensor(frame.c2w, dtype=torch.float32)[None]).expand(len(xy), -1, -1)
+    with torch.no_grad():
+        out = render_streams(
+            trainer.model, trainer.transient, origins, dirs, ids, w2c, trainer.space, trainer.grid, trainer.step_size, static_alone=True
+        )
+        alone = trainer.render_pixels(frame, xy)
+    assert float(alone["opacity"].mean()) > 0.5  # the comparison is not between empty renders
+    assert torch.allclose(out["static/rgb"], alone["rgb"], atol=1e-4)
+    assert torch.allclose(out["static/feature"], alone["feature"], atol=1e-4)
+    assert torch.allclose(out["static/opacity"][:, 0], alone["opacity"], atol=1e-4)
+    assert torch.allclose(out["rgb"], out["static/rgb"], atol=1e-5)
+
+
+def test_static_alone_loss_weights_and_gradients():
+    """Unclaimed pixels count fully, claimed ones by what is left; the robust weight halves at
+    ``scale``; the loss gives the shares (the transient streams' claims) no gradient."""
+    from n3f.student.transient import static_alone_loss
+
+    target = torch.zeros(3, 3)
+    rgb = torch.tensor([[0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [0.5, 0.5, 0.5]], requires_grad=True)
+    dyn = torch.tensor([[0.0], [0.75], [0.0]], requires_grad=True)
+    actor = torch.zeros(3, 1, requires_grad=True)
+    feature = torch.ones(3, 2, requires_grad=True)
+    out = {"static/rgb": rgb, "static/feature": feature, "share/dynamic": dyn, "share/actor": actor}
+    colour, feat = static_alone_loss(out, target, torch.zeros(3, 2), torch.tensor([1.0, 3.0]), scale=0.0)
+    assert torch.isclose(colour, torch.tensor((0.01 + 0.25 * 0.01 + 0.25) / 3))
+    assert torch.isclose(feat, torch.tensor((1 + 0.25 + 1) * 4 / 6))
+    colour, _ = static_alone_loss(out, target, torch.zeros(3, 2), torch.ones(2), scale=0.1)
+    # r^2 = 0.01 (= scale^2: weight 1/2) on the first two pixels, 0.25 (weight 1/26) on the last
+    assert torch.isclose(colour, torch.tensor((0.01 / 2 + 0.25 * 0.01 / 2 + 0.25 / 26) / 3))
+    colour.backward()
+    assert dyn.grad is None and actor.grad is None
+    assert rgb.grad is not None and bool((rgb.grad != 0).all())
