@@ -213,10 +213,10 @@ def static_alone_loss(
     Without it the dynamic stream, a world-space field as able as the static one, took the table's
     colour and features while the static field kept grey geometry (demo/kitchen_dynamic, 1,000
     steps). Each pixel is weighted by ``1 - (share/dynamic + share/actor)``, detached, so claiming a
-    pixel earns a transient stream no gradient here; and with ``scale > 0`` by a robust (Cauchy)
-    weight ``1 / (1 + r^2 / scale^2)`` of the static render's own mean squared colour error ``r^2``
-    (also detached): until the actor and dynamic streams claim the hand and the moving object, a
-    plain square pulls the static field towards painting them there.
+    pixel earns a transient stream no gradient here; and with ``scale > 0`` also by a robust
+    (Cauchy) weight ``1 / (1 + r^2 / scale^2)`` of the static render's own mean squared colour
+    error ``r^2`` (detached), meant to stop the static field painting the hand before the actor
+    claims it. It did worse (see ``FitConfig.static_alone_scale``), so the fit's default is 0.
 
     Args:
         out: :func:`n3f.student.render_streams.render_streams` outputs with ``static_alone=True``:
