@@ -9,8 +9,7 @@ stream shares as red = actor, green = dynamic, blue = static) beside the runs.
 
 Usage:
   python tools/measure_dynamic.py --steps 1000 [--output runs/dynamic-proof]
-  python tools/measure_dynamic.py --runs STATIC_RUN DYNAMIC_RUN   (reuses each run's metrics.json
-                                                                   when it is at the run's last step)
+  python tools/measure_dynamic.py --runs STATIC_RUN DYNAMIC_RUN
 """
 
 from __future__ import annotations
@@ -32,22 +31,13 @@ def _fit(dynamic: bool, steps: int, output: Path) -> Path:
     return fit(config, output=output / ("dynamic" if dynamic else "static"), quiet=False)
 
 
-def _evaluate(run: Path, reevaluate: bool = False) -> tuple[object, dict]:
-    """The run's trainer and its evaluation: the one `n3f evaluate --run RUN` already wrote at the
-    run's last step with the default options, or a new one."""
+def _evaluate(run: Path) -> tuple[object, dict]:
     from n3f.pipeline.evaluate import evaluate_run, write_evaluation
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.maps import student_maps
     from n3f.progress import make_progress
 
     trainer = load_run(run)
-    written = run / "metrics.json"
-    if written.is_file() and not reevaluate:
-        result = json.loads(written.read_text())
-        defaults = result.get("student_streams") == "static" and result.get("student_composite") == "surface"
-        if result.get("step") == trainer.step and defaults and "streams" in result:
-            print(f"reusing {written} (step {trainer.step})", flush=True)
-            return trainer, result
     track = make_progress(False)
     result = evaluate_run(trainer, student_maps(trainer, 4, progress=track), progress=track)
     write_evaluation(run, result)
@@ -86,10 +76,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="steps of each fit")
     parser.add_argument("--output", type=Path, default=Path("runs/dynamic-proof"))
     parser.add_argument("--runs", nargs=2, type=Path, metavar=("STATIC_RUN", "DYNAMIC_RUN"), help="evaluate these runs instead of fitting")
-    parser.add_argument("--reevaluate", action="store_true", help="evaluate the runs again even where metrics.json is current")
     args = parser.parse_args()
     runs = args.runs or [_fit(False, args.steps, args.output), _fit(True, args.steps, args.output)]
-    (static_trainer, static), (dynamic_trainer, dynamic) = (_evaluate(run, args.reevaluate) for run in runs)
+    (static_trainer, static), (dynamic_trainer, dynamic) = _evaluate(runs[0]), _evaluate(runs[1])
     if dynamic_trainer.transient is None or static_trainer.transient is not None:
         raise SystemExit("give the static-only run first and the three-stream run second")
     lines = []

@@ -526,8 +526,9 @@ class Trainer:
         return torch.cat([R, -(R @ c2w[:, :3, 3:4])], -1)
 
     def _transient_step(self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int) -> dict:
-        """One step of the three-stream student: NeuralDiff's uncertainty-weighted colour loss, the
-        feature loss on the composite of all streams and the transient sparsity penalty."""
+        """One step of the three-stream student: colour and feature losses on the composite of all
+        streams, the uncertainty's likelihood, the transient sparsity penalty and the static field's
+        own loss (:func:`n3f.student.transient.static_alone_loss`)."""
         from n3f.student.render_streams import render_streams
         from n3f.student.transient import static_alone_loss
 
@@ -874,7 +875,6 @@ def read_config(run_dir: Path) -> FitConfig:
     known = {f.name for f in dataclasses.fields(FitConfig)}
     doc.setdefault("mlp_precision", "fp32")  # runs from before the option were fitted in float32
     doc.setdefault("static_alone_weight", 0.0)  # and without the static field's own loss
-    doc.setdefault("static_alone_scale", 0.0)
     return FitConfig(**{k: v for k, v in doc.items() if k in known})
 
 

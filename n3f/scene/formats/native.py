@@ -94,6 +94,13 @@ def _text(value, what: str, path: Path) -> str:
     return value
 
 
+def _integer(value, what: str, path: Path) -> int:
+    """An id of the scene file: a whole number (not a boolean), or SceneError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SceneError(f"{path}: {what} is {value!r}; it must be an integer")
+    return value
+
+
 def _time(value, where: str, path: Path) -> float | None:
     """A frame's optional ``time``: a number in [0, 1], or None when absent."""
     if value is None:
@@ -115,8 +122,8 @@ def _objects(value, path: Path) -> list[dict]:
         if not isinstance(obj, dict):
             raise SceneError(f"{path}: object {i} is not an object")
         obj = dict(obj)
-        if "id" in obj and (isinstance(obj["id"], bool) or not isinstance(obj["id"], int)):
-            raise SceneError(f"{path}: object {i} has id {obj['id']!r}; it must be an integer")
+        if "id" in obj:
+            _integer(obj["id"], f"object {i} id", path)
         if "name" in obj and not isinstance(obj["name"], str):
             raise SceneError(f"{path}: object {i} has name {obj['name']!r}; it must be text")
         if "box" in obj:
@@ -162,9 +169,7 @@ def read_native(folder: Path, name: str | None = None) -> Scene:
         near, far = (None if e.get(k) is None else as_number(e[k], f"{where} {k}", path) for k in ("near", "far"))
         if (near is not None and near < 0) or (near is not None and far is not None and not near < far):
             raise SceneError(f"{path}: {where} has near {near} and far {far}; it needs 0 <= near < far")
-        frame_id = e.get("id", i)
-        if isinstance(frame_id, bool) or not isinstance(frame_id, int):
-            raise SceneError(f"{path}: {where} has id {frame_id!r}; it must be an integer")
+        frame_id = _integer(e.get("id", i), f"{where} id", path)
         frames.append(
             Frame(
                 image_path=image,
