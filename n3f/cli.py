@@ -463,8 +463,8 @@ def fit_command(
         str,
         typer.Option(
             "--mlp-precision",
-            help="Number format of the student's MLP products: fp32, bf16, or auto (bf16 on a CPU with bfloat16 kernels, "
-            "about 1.8x faster steps there; fp32 elsewhere).",
+            help="Number format of the student's MLP products: fp32, bf16, or auto (fp32). bf16 makes steps about 1.8x faster "
+            "on a CPU with bfloat16 kernels, but its results vary between CPUs by several dB (README).",
         ),
     ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",

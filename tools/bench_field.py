@@ -9,8 +9,8 @@ For instant-ngp's hash grid (16 levels, 2^19 rows, 2 features) and the CPU defau
   feature heads, loss, backward and optimiser: n3f's field and optimisers (instant-ngp's Adam
   that skips zero-gradient table entries, fused on the CPU) vs. the same field whose encoding is
   the eager one, with torch's dense Adam and float32 MLPs. n3f's step is measured twice: with
-  its MLPs in float32 (``"mlp": "fp32"``) and, on a CPU with bfloat16 kernels, at its default
-  precision (``"mlp": "bf16"``); elsewhere only the float32 row is printed.
+  its MLPs in float32 (``"mlp": "fp32"``, the default) and, on a CPU with bfloat16 kernels, in
+  bfloat16 (``"mlp": "bf16"``, ``--mlp-precision bf16``); elsewhere only the float32 row is printed.
 
 Points are uniform in the unit cube (the worst case for cache locality). Prints one JSON line per
 figure: ``{"metric": "speedup_vs_eager", "part": ..., "config": ..., "value": ...}``.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import median_time  # noqa: E402
 
 from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, eager_hash_encoding  # noqa: E402
-from n3f.student.field import StudentConfig, StudentField, resolve_mlp_precision  # noqa: E402
+from n3f.student.field import StudentConfig, StudentField, cpu_has_bf16, resolve_mlp_precision  # noqa: E402
 from n3f.student.optim import student_optimizers  # noqa: E402
 
 
@@ -54,8 +54,8 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
     x = torch.rand(n, 3)
     dirs = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
     box = torch.tensor([[0.0] * 3, [1.0] * 3])
-    default_mlp = resolve_mlp_precision("auto", torch.device("cpu"))
-    field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision=default_mlp), box)
+    field_mlp = "bf16" if cpu_has_bf16() else resolve_mlp_precision("auto", torch.device("cpu"))
+    field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision=field_mlp), box)
     backend = field.encoding.backend()
     fp32_field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision="fp32"), box)
     fp32_field.load_state_dict(field.state_dict())
@@ -91,8 +91,8 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
     eager_step = step(eager_field, [torch.optim.Adam(eager_field.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)])
     cases = [("encoding", "-", encoding(field.encoding), encoding(eager_field.encoding))]
     cases.append(("step", "fp32", step(fp32_field, student_optimizers(fp32_field, 1e-2)), eager_step))
-    if default_mlp != "fp32":
-        cases.append(("step", default_mlp, step(field, student_optimizers(field, 1e-2)), eager_step))
+    if field_mlp != "fp32":
+        cases.append(("step", field_mlp, step(field, student_optimizers(field, 1e-2)), eager_step))
     for part, mlp, ours, eager in cases:
         t_ours, t_eager = median_time(ours, repeats), median_time(eager, repeats)
         rows.append(

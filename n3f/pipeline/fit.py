@@ -101,9 +101,10 @@ class FitConfig:
         backend: hash-grid backend.
         grid_preset: ``cpu`` or ``ngp`` hash-grid size.
         mlp_precision: number format of the student's MLP products (``fp32``, ``bf16``; ``auto``
-            picks bf16 on a CPU with bfloat16 kernels, where it makes a training step about 1.8x
-            faster, see the README). A new run records what ``auto`` resolved to; runs from before
-            the option read as ``fp32``, which is what they were fitted with.
+            is fp32: bf16 makes a CPU step about 1.8x faster but its results moved by several dB
+            between CPUs, see :class:`n3f.student.field.StudentConfig` and the README). A new run
+            records what ``auto`` resolved to; runs from before the option read as ``fp32``,
+            which is what they were fitted with.
         dynamic: add NeuralDiff's transient streams (a per-frame dynamic stream and an actor stream
             attached to the camera; see :mod:`n3f.student.transient`); None: the scene recipe's
             choice (``dynamic = true`` in EPIC-KITCHENS recipes).

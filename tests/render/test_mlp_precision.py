@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from n3f.render.encoding import HashGridConfig
-from n3f.student.field import StudentConfig, StudentField, cpu_has_bf16, resolve_mlp_precision
+from n3f.student.field import StudentConfig, StudentField, resolve_mlp_precision
 
 GRID = HashGridConfig(4, 2, 12, 4, 32)
 
@@ -59,7 +59,8 @@ def test_bf16_gradients_point_where_fp32_gradients_do():
 
 def test_auto_resolves_by_machine_and_bad_names_fail():
     cpu = torch.device("cpu")
-    assert resolve_mlp_precision("auto", cpu) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_mlp_precision("auto", cpu) == "fp32"  # bf16's results moved by 5.6 dB between CPUs
+    assert resolve_mlp_precision("bf16", cpu) == "bf16"
     assert resolve_mlp_precision("fp32", cpu) == "fp32"
     assert resolve_mlp_precision("auto", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="fp16"):
