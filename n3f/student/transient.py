@@ -61,6 +61,10 @@ class TransientConfig:
         beta_min: smallest colour uncertainty (NeuralDiff's beta_min).
         density_bias: density pre-activation bias of the transient streams (low: they start empty).
         backend: hash-grid backend.
+        time_grid: give the dynamic stream a space-time encoding (:class:`SpaceTimeEncoding`:
+            hash grids over (x, y, t), (x, z, t) and (y, z, t)) beside its per-frame embedding, so
+            that an object's place at one time is learned close to its place at the next. Without
+            it the stream must tell frames apart through its MLP alone (NeuralDiff's design).
     """
 
     n_frames: int
@@ -73,6 +77,7 @@ class TransientConfig:
     beta_min: float = 0.03
     density_bias: float = -3.0
     backend: str = "auto"
+    time_grid: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +89,35 @@ class TransientConfig:
         return cls(**d)
 
 
+class SpaceTimeEncoding(nn.Module):
+    """Hash encoding of space-time points: three 3D hash grids over (x, y, t), (x, z, t) and
+    (y, z, t), their features concatenated (K-Planes' and HexPlane's split of 4D into parts that
+    share the time axis, with hash grids in place of planes so the existing kernels serve).
+
+    A moving object is a tube in 4D; each grid sees its shadow on three of the four axes, and the
+    MLP after them intersects the shadows. Neighbouring times share grid cells, so what one frame
+    teaches about where the object is carries over to the next.
+
+    Args:
+        grid: hash-grid hyper-parameters of each of the three grids.
+        backend: hash-grid backend.
+    """
+
+    AXES = ((0, 1, 3), (0, 2, 3), (1, 2, 3))
+
+    def __init__(self, grid: HashGridConfig, backend: str = "auto"):
+        super().__init__()
+        self.grids = nn.ModuleList(HashEncoding(grid, backend=backend) for _ in self.AXES)
+
+    @property
+    def output_dim(self) -> int:
+        return 3 * self.grids[0].output_dim
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """(N, 4) points (x, y, z, t) in [0, 1]^4 -> (N, 3 * L * F) features."""
+        return torch.cat([grid(u[:, list(axes)].contiguous()) for grid, axes in zip(self.grids, self.AXES)], -1)
+
+
 class TransientStream(nn.Module):
     """One transient stream: hash grid over a box, an MLP that also sees a per-frame embedding, and
     heads for density, colour, features and uncertainty.
@@ -93,25 +127,30 @@ class TransientStream(nn.Module):
         aabb: (2, 3) box mapped onto the hash grid.
     """
 
-    def __init__(self, config: TransientConfig, aabb: torch.Tensor):
+    def __init__(self, config: TransientConfig, aabb: torch.Tensor, time_grid: bool = False):
         super().__init__()
         self.config = config
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).clone())
         self.encoding = HashEncoding(config.grid, backend=config.backend)
+        self.time_encoding = SpaceTimeEncoding(config.grid, backend=config.backend) if time_grid else None
+        n_in = config.grid.output_dim + config.embedding_dim + (self.time_encoding.output_dim if time_grid else 0)
         self.embedding = nn.Embedding(config.n_frames, config.embedding_dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
-        self.trunk = _mlp(config.grid.output_dim + config.embedding_dim, config.hidden, config.hidden, 1)
+        self.trunk = _mlp(n_in, config.hidden, config.hidden, 1)
         self.density_head = nn.Linear(config.hidden, 1)
         self.colour_head = nn.Linear(config.hidden, 3)
         self.beta_head = nn.Linear(config.hidden, 1)
         self.feature_head = _mlp(config.hidden, config.hidden, config.feature_dim, 1)
 
-    def forward(self, points: torch.Tensor, embedding: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self, points: torch.Tensor, embedding: torch.Tensor, features: bool = True, time: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Evaluate the stream.
 
         Args:
             points: (N, 3) positions in the stream's coordinates; embedding: (N, E) per-sample
-                frame embeddings.
+                frame embeddings; time: (N,) frame times in [0, 1] (needed with a space-time
+                encoding, ignored without).
 
         Returns:
             ``sigma`` (N,) (zero outside the box), ``rgb`` (N, 3), ``beta`` (N,) and, if asked,
@@ -119,7 +158,13 @@ class TransientStream(nn.Module):
         """
         u = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         inside = ((u >= 0) & (u <= 1)).all(-1)
-        h = torch.relu(self.trunk(torch.cat([self.encoding(u.clamp(0.0, 1.0)), embedding], -1)))
+        u = u.clamp(0.0, 1.0)
+        parts = [self.encoding(u), embedding]
+        if self.time_encoding is not None:
+            if time is None:
+                raise ValueError("this stream has a space-time encoding: pass the samples' frame times")
+            parts.append(self.time_encoding(torch.cat([u, time.clamp(0.0, 1.0)[:, None]], -1)))
+        h = torch.relu(self.trunk(torch.cat(parts, -1)))
         sigma = trunc_exp(self.density_head(h)[:, 0] + self.config.density_bias) * inside
         out = {
             "sigma": sigma,
@@ -145,7 +190,7 @@ class TransientStreams(nn.Module):
         super().__init__()
         self.config = config
         d = config.actor_depth
-        self.dynamic = TransientStream(config, world_aabb)
+        self.dynamic = TransientStream(config, world_aabb, time_grid=config.time_grid)
         self.actor = TransientStream(config, torch.tensor([[-d, -d, 0.0], [d, d, d]]))
         self.register_buffer("train_ids", torch.as_tensor(sorted(train_ids), dtype=torch.long))
         self.register_buffer("times", torch.as_tensor(times, dtype=torch.float32).reshape(-1))
@@ -172,7 +217,12 @@ class TransientStreams(nn.Module):
 
     def dynamic_fields(self, points: torch.Tensor, frame_ids: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
         """Dynamic stream at world (space) points (N, 3) of frames ``frame_ids`` (N,)."""
-        return self.dynamic(points, self.embeddings(self.dynamic, frame_ids), features)
+        return self.dynamic(points, self.embeddings(self.dynamic, frame_ids), features, time=self.unit_time(frame_ids))
+
+    def unit_time(self, frame_ids: torch.Tensor) -> torch.Tensor:
+        """(N,) scene frame indices -> (N,) their times mapped linearly onto [0, 1] (first to last frame)."""
+        lo, hi = self.times.min(), self.times.max()
+        return (self.times[frame_ids] - lo) / (hi - lo).clamp_min(1e-12)
 
     def actor_fields(self, points_cam: torch.Tensor, frame_ids: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
         """Actor stream at camera-coordinate points (N, 3) (OpenCV axes) of frames ``frame_ids`` (N,)."""

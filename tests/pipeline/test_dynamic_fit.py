@@ -16,10 +16,11 @@ import torch
 
 from n3f.errors import N3FError
 from n3f.pipeline.fit import FitConfig, Trainer, fit, latest_checkpoint, load_run
+from n3f.render.encoding import HashGridConfig
 from n3f.render.sampling import merge_packed
 from n3f.render.volume import render_weight_from_density
 from n3f.scene.catalog import Recipe, ensure_procedural, load_scene
-from n3f.student.transient import STREAMS, TransientConfig, TransientStreams, mix_streams
+from n3f.student.transient import STREAMS, SpaceTimeEncoding, TransientConfig, TransientStreams, mix_streams
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,57 @@ def test_held_out_frames_get_embeddings_interpolated_in_time():
     got = streams.embeddings(streams.dynamic, torch.tensor([2, 3, 0]))
     assert torch.allclose(got[0], (table[1] + table[3]) / 2)
     assert torch.equal(got[1], table[3]) and torch.equal(got[2], table[0])
+
+
+def test_space_time_encoding_reads_each_grid_on_its_own_three_axes():
+    torch.manual_seed(0)
+    encoding = SpaceTimeEncoding(HashGridConfig(4, 2, 12, 4, 32), backend="torch")
+    for grid in encoding.grids:
+        torch.nn.init.uniform_(grid.table, -1.0, 1.0)
+    u = torch.rand(50, 4)
+    out = encoding(u)
+    assert out.shape == (50, encoding.output_dim) == (50, 3 * 8)
+    for k, (grid, axes) in enumerate(zip(encoding.grids, ((0, 1, 3), (0, 2, 3), (1, 2, 3)))):
+        assert torch.equal(out[:, 8 * k : 8 * (k + 1)], grid(u[:, list(axes)]))
+    # moving a point in z alone leaves the (x, y, t) grid's part as it was; moving it in time changes every part
+    dz, dt = u.clone(), u.clone()
+    dz[:, 2] = (dz[:, 2] + 0.37) % 1.0
+    dt[:, 3] = (dt[:, 3] + 0.37) % 1.0
+    assert torch.equal(encoding(dz)[:, :8], out[:, :8]) and not torch.allclose(encoding(dz)[:, 8:], out[:, 8:])
+    assert all(not torch.allclose(encoding(dt)[:, 8 * k : 8 * (k + 1)], out[:, 8 * k : 8 * (k + 1)]) for k in range(3))
+
+
+def test_the_dynamic_streams_time_grid_tells_frames_apart_without_their_embeddings():
+    config = TransientConfig(
+        n_frames=3, feature_dim=4, embedding_dim=3, grid=HashGridConfig(4, 2, 12, 4, 32), backend="torch", time_grid=True
+    )
+    streams = TransientStreams(config, torch.tensor([[-1.0] * 3, [1.0] * 3]), train_ids=[0, 1, 2], times=torch.tensor([10.0, 12.0, 14.0]))
+    for grid in streams.dynamic.time_encoding.grids:
+        torch.nn.init.uniform_(grid.table, -1.0, 1.0)
+    with torch.no_grad():
+        streams.dynamic.embedding.weight.zero_()  # every frame's embedding the same
+        streams.actor.embedding.weight.zero_()
+    assert torch.allclose(streams.unit_time(torch.tensor([0, 1, 2])), torch.tensor([0.0, 0.5, 1.0]))
+    points = torch.rand(20, 3) * 2 - 1
+    first = streams.dynamic_fields(points, torch.zeros(20, dtype=torch.long))
+    assert not torch.allclose(first["rgb"], streams.dynamic_fields(points, torch.full((20,), 2))["rgb"])
+    assert torch.equal(first["rgb"], streams.dynamic_fields(points, torch.zeros(20, dtype=torch.long))["rgb"])
+    with pytest.raises(ValueError, match="frame times"):
+        streams.dynamic(points, torch.zeros(20, 3))
+    # the actor stream has no time grid: with equal embeddings, every frame looks the same to it
+    actor = [streams.actor_fields(points * 0.1, torch.full((20,), i))["rgb"] for i in (0, 2)]
+    assert streams.actor.time_encoding is None and torch.equal(actor[0], actor[1])
+
+
+def test_runs_from_before_the_time_grid_read_without_it(tmp_path):
+    from n3f.config import dumps_toml
+    from n3f.pipeline.fit import read_config, write_config
+
+    write_config(tmp_path, FitConfig(dynamic_time_grid=True), {})
+    assert read_config(tmp_path).dynamic_time_grid is True
+    doc = {k: v for k, v in dataclasses.asdict(FitConfig()).items() if k not in ("dynamic_time_grid", "teacher_options", "dynamic")}
+    (tmp_path / "config.toml").write_text(dumps_toml({"schema_version": 1, **doc}))
+    assert read_config(tmp_path).dynamic_time_grid is False
 
 
 def test_a_dynamic_fit_writes_its_streams_and_renders_every_one(dynamic_run):
