@@ -75,7 +75,8 @@ def as_size(value, what: str, path: Path) -> int:
 
 def check_rotation(R: np.ndarray, what: str, path: Path, tol: float = 1e-3) -> None:
     """Raise SceneError unless R (3, 3) is a proper rotation within ``tol``."""
-    if not np.allclose(R.T @ R, np.eye(3), atol=tol) or abs(np.linalg.det(R) - 1) > tol:
+    # a rotation's entries lie in [-1, 1]; testing that first also keeps huge values from overflowing R.T @ R
+    if not (np.abs(R) <= 1 + tol).all() or not np.allclose(R.T @ R, np.eye(3), atol=tol) or abs(np.linalg.det(R) - 1) > tol:
         raise SceneError(f"{path}: {what} is not a rotation (columns not orthonormal or mirrored)")
 
 
