@@ -137,8 +137,9 @@ class FitConfig:
             :class:`n3f.student.transient.SpaceTimeEncoding`) beside its frame embedding. Off by
             default: on demo/kitchen_dynamic at 1,000 steps (MLPs in bfloat16, one seed) it did not
             find the sponge (dynamic IoU 0.007) and took static objects from the static field
-            (static-object mAP 0.190 against 0.476 for a static-only fit). Runs from before the
-            option read as False.
+            (static-object mAP 0.190 against 0.476 for a static-only fit); in float32 the dynamic
+            IoU stayed 0 and the actor lost the hand (IoU 0.069). Runs from before the option read
+            as False.
     """
 
     scene: str = "demo/tabletop"
