@@ -27,7 +27,7 @@ def read_image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return int(im.width), int(im.height)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # Pillow 13: ValueError for a truncated PNG header
         raise ImageReadError(f"cannot read image {path}: {exc}. Replace or remove the file.") from exc
 
 
