@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import median_time  # noqa: E402
 
 from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, eager_hash_encoding  # noqa: E402
-from n3f.student.field import StudentConfig, StudentField, cpu_has_bf16, resolve_mlp_precision  # noqa: E402
+from n3f.student.field import StudentConfig, StudentField, cpu_has_bf16  # noqa: E402
 from n3f.student.optim import student_optimizers  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def bench(config_name: str, config, n: int, repeats: int) -> list[dict]:
     x = torch.rand(n, 3)
     dirs = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
     box = torch.tensor([[0.0] * 3, [1.0] * 3])
-    field_mlp = "bf16" if cpu_has_bf16() else resolve_mlp_precision("auto", torch.device("cpu"))
+    field_mlp = "bf16" if cpu_has_bf16() else "fp32"
     field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision=field_mlp), box)
     backend = field.encoding.backend()
     fp32_field = StudentField(StudentConfig(grid=config, feature_dim=64, backend="auto", mlp_precision="fp32"), box)

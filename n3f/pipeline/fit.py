@@ -923,10 +923,10 @@ def fit(
         cache = compute_features(
             scene, config.teacher or None, {"device": device, **config.teacher_options}, pca=config.pca, seed=config.seed, progress=track
         )
-    if config.mlp_precision == "auto":  # record what this machine chose, so a resume elsewhere computes alike
+    if config.mlp_precision == "auto":  # record what auto meant, so a resume under a later meaning computes alike
         from n3f.student.field import resolve_mlp_precision
 
-        config = dataclasses.replace(config, mlp_precision=resolve_mlp_precision("auto", torch.device(device)))
+        config = dataclasses.replace(config, mlp_precision=resolve_mlp_precision("auto"))
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
     if resume is not None:

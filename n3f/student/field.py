@@ -90,8 +90,9 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def resolve_mlp_precision(precision: str, device: torch.device) -> str:
-    """``fp32`` or ``bf16``: what ``precision`` (see :class:`StudentConfig`) means on ``device``."""
+def resolve_mlp_precision(precision: str) -> str:
+    """``fp32`` or ``bf16``: what ``precision`` (see :class:`StudentConfig`) means. ``auto`` is
+    ``fp32`` on every device: bfloat16 results moved by several dB between CPUs (README)."""
     if precision not in MLP_PRECISIONS:
         raise ValueError(f"unknown mlp_precision {precision!r}; use one of {', '.join(MLP_PRECISIONS)}")
     if precision == "auto":
@@ -113,7 +114,7 @@ def run_mlp(mlp: nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
     Returns (N, C_out) float32. In bf16 the rows are padded to a multiple of ``MLP_ROW_BUCKET`` and
     run in pieces of at most ``MLP_MAX_ROWS`` rows, so that oneDNN meets few distinct shapes.
     """
-    if resolve_mlp_precision(precision, x.device) != "bf16":
+    if resolve_mlp_precision(precision) != "bf16":
         return mlp(x)
     n = x.shape[0]
     pad = (-n) % MLP_ROW_BUCKET
