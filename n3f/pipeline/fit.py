@@ -142,6 +142,10 @@ class FitConfig:
             (static-object mAP 0.190 against 0.476 for a static-only fit); in float32 the dynamic
             IoU stayed 0 and the actor lost the hand (IoU 0.069). Runs from before the option read
             as False.
+        error_sampling: share of each step's rays drawn in proportion to a running per-tile map of
+            the colour error (instant-ngp's error map; :mod:`n3f.pipeline.error_map`); the rest are
+            uniform. 0 draws every ray uniformly. Runs from before the option read as 0.
+        error_tile: side in pixels of the error map's tiles.
     """
 
     scene: str = "demo/tabletop"
@@ -188,6 +192,8 @@ class FitConfig:
     static_alone_weight: float = 1.0
     static_alone_scale: float = 0.0
     dynamic_time_grid: bool = False
+    error_sampling: float = 0.0
+    error_tile: int = 8
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -306,6 +312,7 @@ class Trainer:
         self.transient = self._transient_streams(box, cache.shape[-1]) if config.dynamic else None
         if self.transient is not None:
             self.optimizers += student_optimizers(self.transient, config.lr)
+        self.error_map = self._error_map() if config.error_sampling > 0 else None
         self.n_rays = 256.0
         self.step = 0
         self._params = [p for m in (self.model, self.transient) if m is not None for p in m.parameters()]
@@ -337,6 +344,17 @@ class Trainer:
         )
         times = torch.tensor([f.time for f in scene.frames], dtype=torch.float32)
         return TransientStreams(config, box, self.train_ids, times).to(self.device)
+
+    def _error_map(self):
+        """The per-tile colour-error map that ``error_sampling`` draws pixels from."""
+        from n3f.pipeline.error_map import ErrorMap
+
+        if not 0 < self.config.error_sampling <= 1:
+            raise N3FError(f"error_sampling is a share of the rays, between 0 and 1 (got {self.config.error_sampling})")
+        if self.dist.active:
+            raise N3FError("error_sampling is not supported in multi-process fits yet (each rank would keep its own map); use --devices 1")
+        H, W = self.data.images.shape[1:3]
+        return ErrorMap(len(self.data.rows), H, W, tile=self.config.error_tile)
 
     @property
     def static_near(self) -> float:
@@ -433,6 +451,10 @@ class Trainer:
         frame = torch.randint(0, n, (n_rays,), generator=self.generator)
         px = torch.randint(0, W, (n_rays,), generator=self.generator)
         py = torch.randint(0, H, (n_rays,), generator=self.generator)
+        if self.error_map is not None:  # the first rays come from the error map instead
+            k = round(cfg.error_sampling * n_rays)
+            drawn = self.error_map.draw(k, self.generator)
+            frame, px, py = (torch.cat([d, u[k:]]) for d, u in zip(drawn, (frame, px, py)))
         jitter = torch.rand(n_rays, generator=self.generator)
         if self.dist.active:  # every rank drew the global batch; keep this rank's slice
             lo, hi = distributed.shard_range(n_rays, self.dist)
@@ -442,11 +464,21 @@ class Trainer:
         row = self.data.rows[frame]
         target_rgb = self.data.images[row, py, px].float() / 255
         target_feat = sample_features(self.data.features, row, xy, self.data.geometry) / self.data.feature_scale
-        from n3f.render.render import render_rays
-
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
         if self.transient is not None:
-            return self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays)
+            stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays)
+        else:
+            stats = self._static_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays)
+        residual = stats.pop("residual")
+        if self.error_map is not None:
+            self.error_map.update(frame, px, py, residual)
+        return stats
+
+    def _static_step(self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int) -> dict:
+        """One step of the plain student: colour and feature losses (and the optional distortion loss)."""
+        from n3f.render.render import render_rays
+
+        cfg = self.config
         out = render_rays(
             self.field_fn(),
             origins.to(self.device),
@@ -460,7 +492,8 @@ class Trainer:
             return_samples=cfg.distortion_weight > 0,
             near_gradient_distance=cfg.near_gradient_distance * self.step_size * cfg.march_steps / 2 or None,
         )
-        rgb_loss = torch.mean((out["rgb"] - target_rgb.to(self.device)) ** 2)
+        sq = (out["rgb"] - target_rgb.to(self.device)) ** 2
+        rgb_loss = sq.mean()
         feat_loss = torch.mean((out["feature"] - target_feat.to(self.device)) ** 2 * self.data.feature_loss_weights.to(self.device))
         loss = rgb_loss + cfg.feature_weight * feat_loss
         if cfg.distortion_weight > 0:
@@ -474,12 +507,14 @@ class Trainer:
             )
         share = len(frame) / n_rays
         self._optimise(loss, share)
-        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share)
+        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share, sq)
 
-    def _finish_step(self, loss, rgb_loss, feat_loss, out: dict, n_rays: int, share: float = 1.0) -> dict:
+    def _finish_step(self, loss, rgb_loss, feat_loss, out: dict, n_rays: int, share: float, sq: torch.Tensor) -> dict:
         """Adapt the ray count and report the step. ``n_rays`` is the global batch; in a
         distributed run the losses (this rank's means) and sample counts are summed over ranks,
-        each loss weighted by its rank's ``share`` of the batch, giving the global means."""
+        each loss weighted by its rank's ``share`` of the batch, giving the global means. ``sq``
+        (n, 3) squared colour errors of this rank's rays become ``residual`` (n,), their mean over
+        RGB, for the error map."""
         cfg = self.config
         values = [float(loss.detach()), float(rgb_loss.detach()), float(feat_loss.detach())]
         if self.dist.active:
@@ -495,6 +530,7 @@ class Trainer:
             "psnr": -10 * math.log10(max(float(rgb_loss), 1e-10)),
             "rays": n_rays,
             "samples": n_samples,
+            "residual": sq.detach().mean(-1).cpu(),
         }
 
     def _optimise(self, loss: torch.Tensor, share: float = 1.0) -> None:
@@ -588,7 +624,7 @@ class Trainer:
             loss = loss + cfg.static_alone_weight * (alone_rgb + cfg.feature_weight * alone_feat)
         share = len(frame) / n_rays
         self._optimise(loss, share)
-        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share)
+        return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share, sq)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -753,6 +789,7 @@ class Trainer:
                 if self.transient is not None
                 else {}
             ),
+            **({"error_map": self.error_map.state_dict()} if self.error_map is not None else {}),
         }
 
     def save_checkpoint(self) -> Path:
@@ -805,6 +842,13 @@ class Trainer:
                     f"(expected {tuple(self.transient.dynamic.embedding.weight.shape)}); the scene changed since the run started"
                 )
             self.transient.load_state_dict(state["transient"])
+        if self.error_map is not None:
+            if "error_map" not in state:
+                raise N3FError(
+                    f"checkpoint {path} has no error map but this run's config draws pixels from one (error_sampling = "
+                    f"{self.config.error_sampling}); resume with the config the run was started with"
+                )
+            self.error_map.load_state_dict(state["error_map"])
         self.grid.load_state_dict(state["grid"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
@@ -889,6 +933,7 @@ def read_config(run_dir: Path) -> FitConfig:
     doc.setdefault("mlp_precision", "fp32")  # runs from before the option were fitted in float32
     doc.setdefault("static_alone_weight", 0.0)  # and without the static field's own loss
     doc.setdefault("dynamic_time_grid", False)  # and with a dynamic stream that knew frames by embedding alone
+    doc.setdefault("error_sampling", 0.0)  # and with uniform pixel draws
     return FitConfig(**{k: v for k, v in doc.items() if k in known})
 
 
