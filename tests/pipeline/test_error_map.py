@@ -1,17 +1,12 @@
 """The error map: pixels drawn in proportion to the tiles' running colour error, inside the frame,
-updated from the rays' residuals, carried through checkpoints so a resumed fit is exact."""
+and updated from the rays' residuals (a fit that draws from it resumes exactly: tests/pipeline/test_fit.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from n3f.errors import N3FError
-from n3f.pipeline import fit as fit_module
 from n3f.pipeline.error_map import ErrorMap
-from n3f.pipeline.fit import FitConfig, fit, latest_checkpoint
 
 
 def test_draws_land_in_the_tiles_in_proportion_to_their_error():
@@ -44,56 +39,3 @@ def test_update_moves_the_visited_tiles_towards_the_mean_residual_only():
 def test_bad_settings_fail_clearly():
     with pytest.raises(ValueError, match="tile"):
         ErrorMap(1, 8, 8, tile=0)
-
-
-def _config(**kw):
-    base = dict(
-        scene="demo/tabletop",
-        downscale=4,
-        steps=30,
-        target_samples=8192,
-        eval_every=0,
-        checkpoint_every=10,
-        grid_resolution=48,
-        grid_warmup=16,
-        seed=5,
-        error_sampling=0.5,
-    )
-    base.update(kw)
-    return FitConfig(**base)
-
-
-def _metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_a_fit_drawing_from_the_error_map_resumes_exactly(demo_dir, tmp_path, monkeypatch):
-    whole = fit(_config(), output=tmp_path / "whole", quiet=True)
-    state = torch.load(latest_checkpoint(whole), weights_only=False)
-    error = state["error_map"]["error"]
-    assert error.shape[1:] == (6, 8)  # 48 x 64 pixels in 8-pixel tiles
-    assert (error < 0.25).float().mean() > 0.2  # visited tiles fell from the starting 0.25 towards the fit's error
-
-    original = fit_module.Trainer.train_step
-
-    def crash_at_17(self):
-        if self.step == 17:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(fit_module.Trainer, "train_step", crash_at_17)
-    with pytest.raises(KeyboardInterrupt):
-        fit(_config(), output=tmp_path / "cut", quiet=True)
-    monkeypatch.setattr(fit_module.Trainer, "train_step", original)
-    run = next((tmp_path / "cut").glob("*/*/*"))
-    assert latest_checkpoint(run).name == "step-0000010.pt"
-    fit(_config(), resume=run, quiet=True)
-    assert _metrics(run) == _metrics(whole)
-    resumed = torch.load(latest_checkpoint(run), weights_only=False)
-    assert torch.equal(resumed["error_map"]["error"], error)
-    assert all(torch.equal(resumed["model"][k], state["model"][k]) for k in state["model"])
-
-
-def test_error_sampling_must_be_a_share(demo_dir, tmp_path):
-    with pytest.raises(N3FError, match="between 0 and 1"):
-        fit(_config(error_sampling=1.5), output=tmp_path, quiet=True)
