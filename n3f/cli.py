@@ -467,6 +467,14 @@ def fit_command(
             "on a CPU with bfloat16 kernels, but its results vary between CPUs by several dB (README).",
         ),
     ] = "auto",
+    error_sampling: Annotated[
+        float,
+        typer.Option(
+            "--error-sampling",
+            help="Share of each step's rays drawn where the colour error is high (instant-ngp's error map over 8-pixel "
+            "tiles); the rest stay uniform. 0 draws every ray uniformly.",
+        ),
+    ] = 0.0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
     dynamic: Annotated[
         bool | None,
@@ -537,6 +545,7 @@ def fit_command(
         grid_preset=grid or ("ngp" if dev.startswith("cuda") else "cpu"),
         mlp_precision=mlp_precision,
         dynamic=dynamic,
+        error_sampling=error_sampling,
     )
     check_writable(resume or output)
     run = fit(config, output=output, resume=resume, quiet=quiet)

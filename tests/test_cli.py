@@ -77,3 +77,9 @@ def test_errors_exit_2_without_traceback(args, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_fit_refuses_an_error_sampling_share_outside_0_1_before_writing(tmp_path):
+    out = run_n3f("fit", "--scene", "demo/tabletop", "--error-sampling", "1.5", "--output", str(tmp_path / "runs"), "--quiet")
+    assert out.returncode == 2 and "between 0 and 1" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()

@@ -349,10 +349,6 @@ class Trainer:
         """The per-tile colour-error map that ``error_sampling`` draws pixels from."""
         from n3f.pipeline.error_map import ErrorMap
 
-        if not 0 < self.config.error_sampling <= 1:
-            raise N3FError(f"error_sampling is a share of the rays, between 0 and 1 (got {self.config.error_sampling})")
-        if self.dist.active:
-            raise N3FError("error_sampling is not supported in multi-process fits yet (each rank would keep its own map); use --devices 1")
         H, W = self.data.images.shape[1:3]
         return ErrorMap(len(self.data.rows), H, W, tile=self.config.error_tile)
 
@@ -961,7 +957,11 @@ def fit(
 
     if resume is not None:
         config = read_config(Path(resume))
+    if not 0 <= config.error_sampling <= 1:
+        raise N3FError(f"error_sampling is a share of the rays, between 0 and 1 (got {config.error_sampling})")
     ctx, device = distributed.init_from_env(config.device)
+    if ctx.active and config.error_sampling > 0:
+        raise N3FError("--error-sampling is not supported in multi-process fits yet (each rank would keep its own map); use --devices 1")
     track = make_progress(quiet or not ctx.is_main)
     with distributed.main_first(ctx):  # rank 0 renders/caches first; the others then read the cache
         scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)

@@ -93,9 +93,10 @@ def test_a_fit_drawing_from_the_error_map_resumes_exactly(demo_dir, tmp_path, mo
     assert all(torch.equal(resumed["model"][k], state["model"][k]) for k in state["model"])
 
 
-def test_error_sampling_must_be_a_share(demo_dir, tmp_path):
+def test_error_sampling_must_be_a_share_and_a_refused_run_leaves_no_folder(demo_dir, tmp_path):
     with pytest.raises(N3FError, match="between 0 and 1"):
         fit(_config(error_sampling=1.5), output=tmp_path, quiet=True)
+    assert not any(tmp_path.iterdir())
 
 
 def test_diverging_loss_stops_with_a_clear_error(tmp_path, monkeypatch, demo_dir):
