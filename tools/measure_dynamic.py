@@ -8,8 +8,13 @@ writes a picture of held-out frames (truth | static-only | three-stream static f
 stream shares as red = actor, green = dynamic, blue = static) beside the runs.
 
 Usage:
-  python tools/measure_dynamic.py --steps 1000 [--output runs/dynamic-proof]
+  python tools/measure_dynamic.py --steps 1000 [--output runs/dynamic-proof] [--set error_sampling=0.5 ...]
   python tools/measure_dynamic.py --runs STATIC_RUN DYNAMIC_RUN
+  python tools/measure_dynamic.py --streams-only RUN [RUN ...]
+
+``--set KEY=VALUE`` changes a FitConfig field of the three-stream fit (the static-only fit keeps
+the defaults). ``--streams-only`` scores runs on the stream figures alone (static-pixel PSNR and the
+stream IoUs, a few minutes each), without retrieval maps.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SCENE = "demo/kitchen_dynamic"
 
 
-def _fit(dynamic: bool, steps: int, output: Path) -> Path:
+def _fit(dynamic: bool, steps: int, output: Path, options: dict | None = None) -> Path:
     from n3f.pipeline.fit import FitConfig, fit
 
-    config = FitConfig(scene=SCENE, steps=steps, eval_every=0, dynamic=dynamic)
+    config = FitConfig(scene=SCENE, steps=steps, eval_every=0, dynamic=dynamic, **(options or {}))
     return fit(config, output=output / ("dynamic" if dynamic else "static"), quiet=False)
 
 
@@ -42,6 +47,40 @@ def _evaluate(run: Path) -> tuple[object, dict]:
     result = evaluate_run(trainer, student_maps(trainer, 4, progress=track), progress=track)
     write_evaluation(run, result)
     return trainer, result
+
+
+def _options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> FitConfig overrides (values read as Python literals, else strings)."""
+    import ast
+    import dataclasses
+
+    from n3f.pipeline.fit import FitConfig
+
+    known, out = {f.name for f in dataclasses.fields(FitConfig)}, {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--set takes KEY=VALUE with KEY a FitConfig field (got {pair!r})")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _streams_only(runs: list[Path]) -> None:
+    """Print the static-pixel PSNR and stream IoUs of each run, as `n3f evaluate` scores them."""
+    from n3f.pipeline.fit import load_run
+    from n3f.pipeline.streams_eval import evaluate_streams
+    from n3f.progress import make_progress
+
+    for run in runs:
+        trainer = load_run(run)
+        scene, track = trainer.scene, make_progress(False)
+        held, train = scene.split_indices("test"), scene.split_indices("train")
+        result = evaluate_streams(trainer, held, train[:: max(len(train) // len(held), 1)][: len(held)], progress=track)
+        row = {"run": str(run), "step": trainer.step, "static_pixel_psnr": result["static_pixel_psnr"], "stream_iou": result.get("iou")}
+        print(json.dumps({"metric": "dynamic_streams", **row}), flush=True)
 
 
 def _picture(static_trainer, dynamic_trainer, path: Path, frames: list[int]) -> None:
@@ -76,8 +115,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="steps of each fit")
     parser.add_argument("--output", type=Path, default=Path("runs/dynamic-proof"))
     parser.add_argument("--runs", nargs=2, type=Path, metavar=("STATIC_RUN", "DYNAMIC_RUN"), help="evaluate these runs instead of fitting")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="FitConfig field of the three-stream fit")
+    parser.add_argument("--streams-only", nargs="+", type=Path, metavar="RUN", help="score these runs' streams only")
     args = parser.parse_args()
-    runs = args.runs or [_fit(False, args.steps, args.output), _fit(True, args.steps, args.output)]
+    if args.streams_only:
+        return _streams_only(args.streams_only)
+    options = _options(args.set)
+    runs = args.runs or [_fit(False, args.steps, args.output), _fit(True, args.steps, args.output, options)]
     (static_trainer, static), (dynamic_trainer, dynamic) = _evaluate(runs[0]), _evaluate(runs[1])
     if dynamic_trainer.transient is None or static_trainer.transient is not None:
         raise SystemExit("give the static-only run first and the three-stream run second")
