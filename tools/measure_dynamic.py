@@ -70,15 +70,14 @@ def _options(pairs: list[str]) -> dict:
 
 def _streams_only(runs: list[Path]) -> None:
     """Print the static-pixel PSNR and stream IoUs of each run, as `n3f evaluate` scores them."""
+    from n3f.pipeline.evaluate import scored_frames
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.streams_eval import evaluate_streams
     from n3f.progress import make_progress
 
     for run in runs:
         trainer = load_run(run)
-        scene, track = trainer.scene, make_progress(False)
-        held, train = scene.split_indices("test"), scene.split_indices("train")
-        result = evaluate_streams(trainer, held, train[:: max(len(train) // len(held), 1)][: len(held)], progress=track)
+        result = evaluate_streams(trainer, scored_frames(trainer.scene)[0], progress=make_progress(False))
         row = {"run": str(run), "step": trainer.step, "static_pixel_psnr": result["static_pixel_psnr"], "stream_iou": result.get("iou")}
         print(json.dumps({"metric": "dynamic_streams", **row}), flush=True)
 

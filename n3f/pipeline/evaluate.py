@@ -169,8 +169,7 @@ def evaluate_run(trainer, maps, n_refs: int = 3, patch: int = 8, progress=None) 
     if scene.metadata.get("dynamic"):
         from n3f.pipeline.streams_eval import evaluate_streams
 
-        train = scene.split_indices("train")
-        result["streams"] = evaluate_streams(trainer, held, train[:: max(len(train) // len(held), 1)][: len(held)], progress=progress)
+        result["streams"] = evaluate_streams(trainer, held, progress=progress)
     boxes = {int(o["id"]): np.asarray(o["box"]) for o in scene.objects if "box" in o}
     if boxes:
         points = scene_points(scene, maps)

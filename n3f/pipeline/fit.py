@@ -469,9 +469,8 @@ class Trainer:
             stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays)
         else:
             stats = self._static_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays)
-        residual = stats.pop("residual")
         if self.error_map is not None:
-            self.error_map.update(frame, px, py, residual)
+            self.error_map.update(frame, px, py, stats.pop("residual"))
         return stats
 
     def _static_step(self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int) -> dict:
@@ -514,7 +513,7 @@ class Trainer:
         distributed run the losses (this rank's means) and sample counts are summed over ranks,
         each loss weighted by its rank's ``share`` of the batch, giving the global means. ``sq``
         (n, 3) squared colour errors of this rank's rays become ``residual`` (n,), their mean over
-        RGB, for the error map."""
+        RGB, for the error map (only when there is one)."""
         cfg = self.config
         values = [float(loss.detach()), float(rgb_loss.detach()), float(feat_loss.detach())]
         if self.dist.active:
@@ -530,7 +529,7 @@ class Trainer:
             "psnr": -10 * math.log10(max(float(rgb_loss), 1e-10)),
             "rays": n_rays,
             "samples": n_samples,
-            "residual": sq.detach().mean(-1).cpu(),
+            **({"residual": sq.detach().mean(-1).cpu()} if self.error_map is not None else {}),
         }
 
     def _optimise(self, loss: torch.Tensor, share: float = 1.0) -> None:
@@ -963,6 +962,8 @@ def fit(
         config = read_config(Path(resume))
     if not 0 <= config.error_sampling <= 1:
         raise N3FError(f"error_sampling is a share of the rays, between 0 and 1 (got {config.error_sampling})")
+    if config.error_sampling > 0 and config.error_tile < 1:
+        raise N3FError(f"error_tile is the error map's tile side in pixels, at least 1 (got {config.error_tile})")
     ctx, device = distributed.init_from_env(config.device)
     if ctx.active and config.error_sampling > 0:
         raise N3FError("--error-sampling is not supported in multi-process fits yet (each rank would keep its own map); use --devices 1")

@@ -34,12 +34,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else math.nan
 
 
-def evaluate_streams(trainer, held: list[int], train: list[int], stride: int = 2, progress=None) -> dict:
+def evaluate_streams(trainer, held: list[int], train: list[int] | None = None, stride: int = 2, progress=None) -> dict:
     """Score the stream separation of a fitted run (see the module docstring).
 
     Args:
         trainer: a loaded run on a scene with ``metadata["dynamic"]`` and masks.
-        held, train: scene indices of the held-out and training frames to score.
+        held, train: scene indices of the held-out and training frames to score; ``train`` None:
+            as many training frames as ``held`` has, spread evenly over the training split.
         stride: score every ``stride``-th pixel in each direction (renders cost the most).
         progress: ``track(iterable, desc, total)`` for a progress bar.
 
@@ -55,6 +56,9 @@ def evaluate_streams(trainer, held: list[int], train: list[int], stride: int = 2
     from n3f.scene.images import load_frame_image, load_frame_mask
 
     scene = trainer.scene
+    if train is None:
+        split = scene.split_indices("train")
+        train = split[:: max(len(split) // max(len(held), 1), 1)][: len(held)]
     dynamic = scene.metadata.get("dynamic")
     if not dynamic:
         raise N3FError(f"scene {scene.name} says nothing about what moves (no 'dynamic' record), so streams cannot be scored")
