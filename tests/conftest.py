@@ -93,3 +93,30 @@ def epic_diff_dir(demo_scene, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("EPIC-Diff") / "P00_00"
     write_epic_diff(scene, folder, images="copy", annotations=annotations)
     return folder
+
+
+@pytest.fixture
+def crash_and_resume(monkeypatch):
+    """``run(config, output, crash_at, checkpoint)``: fit ``config`` under ``output`` until step
+    ``crash_at`` is interrupted, check that the newest checkpoint is named ``checkpoint``, resume the
+    run to the end; returns the run folder."""
+    from n3f.pipeline import fit as fit_module
+
+    def run(config, output: Path, crash_at: int, checkpoint: str) -> Path:
+        original = fit_module.Trainer.train_step
+
+        def crash(self):
+            if self.step == crash_at:
+                raise KeyboardInterrupt
+            return original(self)
+
+        monkeypatch.setattr(fit_module.Trainer, "train_step", crash)
+        with pytest.raises(KeyboardInterrupt):
+            fit_module.fit(config, output=output, quiet=True)
+        monkeypatch.setattr(fit_module.Trainer, "train_step", original)
+        folder = next(Path(output).glob("*/*/*"))
+        assert fit_module.latest_checkpoint(folder).name == checkpoint
+        fit_module.fit(config, resume=folder, quiet=True)
+        return folder
+
+    return run

@@ -142,6 +142,10 @@ class FitConfig:
             (static-object mAP 0.190 against 0.476 for a static-only fit); in float32 the dynamic
             IoU stayed 0 and the actor lost the hand (IoU 0.069). Runs from before the option read
             as False.
+        dynamic_time_frequencies: give the dynamic stream's MLP the frame's time as sines and
+            cosines of this many octaves (see ``TransientConfig.time_frequencies``); 0: off.
+        transient_embedding_std: standard deviation of the random start of the transient streams'
+            frame embeddings.
         error_sampling: share of each step's rays drawn in proportion to a running per-tile map of
             the colour error (instant-ngp's error map; :mod:`n3f.pipeline.error_map`); the rest are
             uniform. 0 draws every ray uniformly. Off by default: at 1,000 steps, seed 0, 0.5 cost
@@ -150,6 +154,17 @@ class FitConfig:
             actor IoU 0.977 against 0.840; the sponge still unclaimed). Runs from before the option
             read as 0.
         error_tile: side in pixels of the error map's tiles.
+        static_trim: in a three-stream fit, pixels whose static render (the static field alone)
+            misses their colour by more than this many times the batch's median miss (mean squared
+            error), and by more than ``static_trim_floor``, teach the static field nothing in that
+            step, through any loss; the transient streams still learn from them. A thing that
+            moved is where the static field, fitted to every frame at once, cannot follow it
+            (RobustNeRF's trimmed loss, Sabour et al. 2023); without the trim the static field
+            keeps a half-transparent smear along the sponge's path in demo/kitchen_dynamic and the
+            dynamic stream never claims it. 0 turns it off. Runs from before the option read as 0.
+        static_trim_floor: misses below this (0-1 colour units, squared) are never trimmed.
+        static_trim_after: steps before the trim starts (the static field must first fit the
+            static scene, or every pixel would look like an outlier).
     """
 
     scene: str = "demo/tabletop"
@@ -196,8 +211,13 @@ class FitConfig:
     static_alone_weight: float = 1.0
     static_alone_scale: float = 0.0
     dynamic_time_grid: bool = False
+    dynamic_time_frequencies: int = 0
+    transient_embedding_std: float = 0.1
     error_sampling: float = 0.0
     error_tile: int = 8
+    static_trim: float = 0.0
+    static_trim_floor: float = 0.01
+    static_trim_after: int = 300
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -345,6 +365,8 @@ class Trainer:
             backend=self.config.backend,
             density_bias=self.config.transient_density_bias,
             time_grid=self.config.dynamic_time_grid,
+            time_frequencies=self.config.dynamic_time_frequencies,
+            embedding_std=self.config.transient_embedding_std,
         )
         times = torch.tensor([f.time for f in scene.frames], dtype=torch.float32)
         return TransientStreams(config, box, self.train_ids, times).to(self.device)
@@ -595,6 +617,7 @@ class Trainer:
             jitter=jitter.to(dev),
             detach_weights=detach,
             static_alone=cfg.static_alone_weight > 0,
+            static_gate=self._static_gate(target_rgb.to(dev)),
         )
         sq = (out["rgb"] - target_rgb.to(dev)) ** 2
         beta_min = self.transient.config.beta_min
@@ -624,6 +647,22 @@ class Trainer:
         share = len(frame) / n_rays
         self._optimise(loss, share)
         return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share, sq)
+
+    def _static_gate(self, target_rgb: torch.Tensor):
+        """The gate of :func:`n3f.student.render_streams.render_streams` for this step: rays whose
+        static render misses the pixel's colour (mean squared error) by more than ``static_trim``
+        times the batch's median miss, and by more than ``static_trim_floor``, give the static
+        field no gradient. None before ``static_trim_after`` steps or with the trim off."""
+        cfg = self.config
+        if cfg.static_trim <= 0 or self.step < cfg.static_trim_after:
+            return None
+
+        def gate(alone: dict[str, torch.Tensor]) -> torch.Tensor:
+            miss = ((alone["rgb"] - target_rgb) ** 2).mean(-1)
+            threshold = torch.clamp_min(cfg.static_trim * miss.median(), cfg.static_trim_floor)
+            return (miss <= threshold).to(target_rgb.dtype)
+
+        return gate
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

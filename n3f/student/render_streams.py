@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from n3f.render.sampling import march, merge_packed, stratified
@@ -26,6 +28,7 @@ def render_streams(
     min_transmittance: float = 1e-4,
     surface_window: float | None = None,
     static_alone: bool = False,
+    static_gate: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render world rays through all three streams.
 
@@ -46,6 +49,11 @@ def render_streams(
             :func:`n3f.render.render.render_rays`).
         static_alone: also composite the static field by itself over the same samples (what
             ``streams="static"`` renders), for a loss that keeps the static field whole.
+        static_gate: called with the static field's own render of this batch (``rgb`` (n_rays, 3),
+            ``opacity`` (n_rays, 1), no gradients); returns (n_rays,) weights in [0, 1] that scale
+            every gradient the static field gets through each ray. The rendered values do not
+            change. The trainer uses it to keep pixels the static field cannot explain (things that
+            moved) from pulling it towards them (``FitConfig.static_trim``).
 
     Returns:
         ``rgb`` (n_rays, 3), ``feature`` (n_rays, D), ``beta`` (n_rays, 1) composited uncertainty,
@@ -79,6 +87,12 @@ def render_streams(
     mids = (ts + te) / 2
     pts = o[ri] + mids[:, None] * d[ri]
     static_out = static(pts, dirs[ri], features=features)
+    if static_gate is not None:
+        with torch.no_grad():
+            gate_weights, _, _ = render_weight_from_density(ts, te, static_out["sigma"], ri)
+            alone = composite(gate_weights, {"rgb": static_out["rgb"]}, mids, ri, n_rays)
+        gate = static_gate(alone).detach()[ri]
+        static_out = {k: scale_gradient(v, gate if v.dim() == 1 else gate[:, None]) for k, v in static_out.items()}
     world = mix_streams({"static": static_out, "dynamic": transient.dynamic_fields(pts, frame_ids[ri], features)}, features)
     a_mids = (a_ts + a_te) / 2
     cam = torch.einsum("nij,nj->ni", w2c[:, :3, :3], dirs)  # ray directions in camera coordinates
@@ -105,3 +119,8 @@ def render_streams(
         alone = composite(alone_weights, channels, mids, ri, n_rays, detach_weights=detach_weights)
         out.update({f"static/{k}": alone[k] for k in (*channels, "opacity")})
     return out
+
+
+def scale_gradient(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged in value, its gradient multiplied by ``scale`` (broadcast against ``x``)."""
+    return x.detach() + (x - x.detach()) * scale

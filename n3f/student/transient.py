@@ -53,6 +53,7 @@ class TransientConfig:
         n_frames: frames of the scene (one embedding row per frame).
         feature_dim: feature channels (the static student's).
         embedding_dim: size of each per-frame embedding.
+        embedding_std: standard deviation of the embeddings' random start.
         grid: hash grid of each transient stream.
         hidden: MLP width.
         actor_depth: the actor stream covers the first ``actor_depth`` space units of every ray
@@ -65,11 +66,16 @@ class TransientConfig:
             hash grids over (x, y, t), (x, z, t) and (y, z, t)) beside its per-frame embedding, so
             that an object's place at one time is learned close to its place at the next. Without
             it the stream must tell frames apart through its MLP alone (NeuralDiff's design).
+        time_frequencies: also give the dynamic stream's MLP the frame's time as ``sin`` and
+            ``cos`` of ``2^k pi t`` for ``k < time_frequencies`` (NeRF's positional encoding, in
+            time): unlike the free per-frame embeddings these are shared by neighbouring frames,
+            so what one frame teaches about a moving thing carries to the next. 0: off.
     """
 
     n_frames: int
     feature_dim: int
     embedding_dim: int = 16
+    embedding_std: float = 0.1
     grid: HashGridConfig = TRANSIENT_GRID
     hidden: int = 64
     actor_depth: float = 0.24
@@ -78,6 +84,7 @@ class TransientConfig:
     density_bias: float = -3.0
     backend: str = "auto"
     time_grid: bool = False
+    time_frequencies: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,15 +134,16 @@ class TransientStream(nn.Module):
         aabb: (2, 3) box mapped onto the hash grid.
     """
 
-    def __init__(self, config: TransientConfig, aabb: torch.Tensor, time_grid: bool = False):
+    def __init__(self, config: TransientConfig, aabb: torch.Tensor, time_grid: bool = False, time_frequencies: int = 0):
         super().__init__()
         self.config = config
+        self.time_frequencies = time_frequencies
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).reshape(2, 3).clone())
         self.encoding = HashEncoding(config.grid, backend=config.backend)
         self.time_encoding = SpaceTimeEncoding(config.grid, backend=config.backend) if time_grid else None
-        n_in = config.grid.output_dim + config.embedding_dim + (self.time_encoding.output_dim if time_grid else 0)
+        n_in = config.grid.output_dim + config.embedding_dim + (self.time_encoding.output_dim if time_grid else 0) + 2 * time_frequencies
         self.embedding = nn.Embedding(config.n_frames, config.embedding_dim)
-        nn.init.normal_(self.embedding.weight, std=0.1)
+        nn.init.normal_(self.embedding.weight, std=config.embedding_std)
         self.trunk = _mlp(n_in, config.hidden, config.hidden, 1)
         self.density_head = nn.Linear(config.hidden, 1)
         self.colour_head = nn.Linear(config.hidden, 3)
@@ -150,7 +158,7 @@ class TransientStream(nn.Module):
         Args:
             points: (N, 3) positions in the stream's coordinates; embedding: (N, E) per-sample
                 frame embeddings; time: (N,) frame times in [0, 1] (needed with a space-time
-                encoding, ignored without).
+                encoding or time frequencies, ignored without).
 
         Returns:
             ``sigma`` (N,) (zero outside the box), ``rgb`` (N, 3), ``beta`` (N,) and, if asked,
@@ -160,10 +168,13 @@ class TransientStream(nn.Module):
         inside = ((u >= 0) & (u <= 1)).all(-1)
         u = u.clamp(0.0, 1.0)
         parts = [self.encoding(u), embedding]
+        if (self.time_encoding is not None or self.time_frequencies) and time is None:
+            raise ValueError("this stream is conditioned on time: pass the samples' frame times")
         if self.time_encoding is not None:
-            if time is None:
-                raise ValueError("this stream has a space-time encoding: pass the samples' frame times")
             parts.append(self.time_encoding(torch.cat([u, time.clamp(0.0, 1.0)[:, None]], -1)))
+        if self.time_frequencies:
+            angles = time[:, None] * (torch.pi * 2.0 ** torch.arange(self.time_frequencies, device=time.device))
+            parts += [torch.sin(angles), torch.cos(angles)]
         h = torch.relu(self.trunk(torch.cat(parts, -1)))
         sigma = trunc_exp(self.density_head(h)[:, 0] + self.config.density_bias) * inside
         out = {
@@ -190,7 +201,7 @@ class TransientStreams(nn.Module):
         super().__init__()
         self.config = config
         d = config.actor_depth
-        self.dynamic = TransientStream(config, world_aabb, time_grid=config.time_grid)
+        self.dynamic = TransientStream(config, world_aabb, time_grid=config.time_grid, time_frequencies=config.time_frequencies)
         self.actor = TransientStream(config, torch.tensor([[-d, -d, 0.0], [d, d, d]]))
         self.register_buffer("train_ids", torch.as_tensor(sorted(train_ids), dtype=torch.long))
         self.register_buffer("times", torch.as_tensor(times, dtype=torch.float32).reshape(-1))
@@ -201,9 +212,11 @@ class TransientStreams(nn.Module):
         """(N,) scene frame indices -> (N, E) embeddings of ``stream``; frames without a trained
         embedding get the time-interpolation of the training frames' around them."""
         table = stream.embedding.weight
+        # F.embedding, not table[ids]: on the CPU its backward sums repeated rows in a fixed order,
+        # where indexing's backward accumulates across threads in any order (fits not reproducible).
         trained = torch.isin(frame_ids, self.train_ids)
         if bool(trained.all()):
-            return table[frame_ids]
+            return nn.functional.embedding(frame_ids, table)
         t_train = self.times[self.train_ids]
         order = torch.argsort(t_train)
         t_sorted, ids_sorted = t_train[order], self.train_ids[order]
@@ -212,8 +225,8 @@ class TransientStreams(nn.Module):
         lo = (hi - 1).clamp_min(0)
         span = (t_sorted[hi] - t_sorted[lo]).clamp_min(1e-12)
         a = ((t - t_sorted[lo]) / span).clamp(0, 1)[:, None]
-        interpolated = table[ids_sorted[lo]] * (1 - a) + table[ids_sorted[hi]] * a
-        return torch.where(trained[:, None], table[frame_ids], interpolated)
+        interpolated = nn.functional.embedding(ids_sorted[lo], table) * (1 - a) + nn.functional.embedding(ids_sorted[hi], table) * a
+        return torch.where(trained[:, None], nn.functional.embedding(frame_ids, table), interpolated)
 
     def dynamic_fields(self, points: torch.Tensor, frame_ids: torch.Tensor, features: bool = True) -> dict[str, torch.Tensor]:
         """Dynamic stream at world (space) points (N, 3) of frames ``frame_ids`` (N,)."""

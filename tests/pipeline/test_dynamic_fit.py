@@ -147,6 +147,29 @@ def test_the_dynamic_streams_time_grid_tells_frames_apart_without_their_embeddin
     assert streams.actor.time_encoding is None and torch.equal(actor[0], actor[1])
 
 
+def test_time_frequencies_tell_frames_apart_without_their_embeddings():
+    """With every embedding equal, a dynamic stream given ``time_frequencies`` still sees each
+    frame's time (sines and cosines of 2^k pi t); without them every frame looks the same."""
+    config = TransientConfig(
+        n_frames=3, feature_dim=4, embedding_dim=3, grid=HashGridConfig(4, 2, 12, 4, 32), backend="torch", time_frequencies=3
+    )
+    streams = TransientStreams(config, torch.tensor([[-1.0] * 3, [1.0] * 3]), train_ids=[0, 1, 2], times=torch.tensor([0.0, 1.0, 2.0]))
+    assert streams.dynamic.trunk[0].in_features == config.grid.output_dim + 3 + 6
+    with torch.no_grad():
+        streams.dynamic.embedding.weight.zero_()
+    points = torch.rand(20, 3) * 2 - 1
+    rgb = [streams.dynamic_fields(points, torch.full((20,), i))["rgb"] for i in (0, 1, 2)]
+    assert not torch.allclose(rgb[0], rgb[1]) and not torch.allclose(rgb[1], rgb[2])
+    with pytest.raises(ValueError, match="frame times"):
+        streams.dynamic(points, torch.zeros(20, 3))
+    plain = TransientStreams(
+        dataclasses.replace(config, time_frequencies=0), torch.tensor([[-1.0] * 3, [1.0] * 3]), [0, 1, 2], torch.tensor([0.0, 1.0, 2.0])
+    )
+    with torch.no_grad():
+        plain.dynamic.embedding.weight.zero_()
+    assert torch.equal(plain.dynamic_fields(points, torch.full((20,), 0))["rgb"], plain.dynamic_fields(points, torch.full((20,), 2))["rgb"])
+
+
 def test_runs_from_before_the_time_grid_read_without_it(tmp_path):
     from n3f.config import dumps_toml
     from n3f.pipeline.fit import read_config, write_config
@@ -280,3 +303,100 @@ def test_static_alone_loss_weights_and_gradients():
     colour.backward()
     assert dyn.grad is None and actor.grad is None
     assert rgb.grad is not None and bool((rgb.grad != 0).all())
+
+
+def _batch(trainer, stride: int = 6):
+    """Rays of every ``stride``-th pixel of the first held-out frame: origins, dirs, frame ids, w2c."""
+    from n3f.render.rays import pixel_rays
+
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    xy = torch.tensor([[x + 0.5, y + 0.5] for y in range(0, 48, stride) for x in range(0, 64, stride)])
+    origins, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, None)
+    ids = torch.full((len(xy),), trainer.frame_index(frame), dtype=torch.long)
+    w2c = trainer._w2c(torch.tensor(frame.c2w, dtype=torch.float32)[None]).expand(len(xy), -1, -1)
+    return origins, dirs, ids, w2c
+
+
+def test_static_gate_cuts_the_static_fields_gradient_ray_by_ray(dynamic_run):
+    """A gate of 1 on the first rays and 0 on the rest leaves every rendered value as it was, gives
+    the static field exactly the gradient of the first rays' loss alone, and the transient streams
+    the gradient of the whole loss; the gate sees the static field's own render."""
+    from n3f.student.render_streams import render_streams
+
+    trainer = load_run(dynamic_run)
+    origins, dirs, ids, w2c = _batch(trainer)
+    n, half = len(origins), len(origins) // 2
+    seen = {}
+
+    def gate(alone):
+        seen["rgb"] = alone["rgb"]
+        return (torch.arange(n) < half).float()
+
+    def run(rays, gate_fn=None):
+        for p in (*trainer.model.parameters(), *trainer.transient.parameters()):
+            p.grad = None
+        out = render_streams(
+            trainer.model, trainer.transient, *(t[rays] for t in (origins, dirs, ids, w2c)),
+            trainer.space, trainer.grid, trainer.step_size, static_alone=True, static_gate=gate_fn,
+        )  # fmt: skip
+        (out["rgb"].square().sum() + out["feature"].square().sum() + out["static/rgb"].sum()).backward()
+        grads = [p.grad.clone() if p.grad is not None else None for p in (*trainer.model.parameters(), *trainer.transient.parameters())]
+        return out, grads
+
+    everything = torch.arange(n)
+    gated, gated_grads = run(everything, gate)
+    plain, plain_grads = run(everything)
+    first, first_grads = run(everything[:half])
+    for key in ("rgb", "feature", "static/rgb", "share/dynamic"):
+        assert torch.equal(gated[key], plain[key])
+    assert torch.allclose(seen["rgb"], plain["static/rgb"], atol=1e-6)
+    n_static = len(list(trainer.model.parameters()))
+    static_pairs = list(zip(gated_grads[:n_static], first_grads[:n_static], plain_grads[:n_static]))
+    assert any(f is not None and float(f.abs().max()) > 0 for _, f, _ in static_pairs)
+    for g, f, p in static_pairs:
+        if f is None:
+            continue
+        assert torch.allclose(g, f, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(g, p, atol=1e-5, rtol=1e-4) or float(p.abs().max()) == 0
+    for g, p in zip(gated_grads[n_static:], plain_grads[n_static:]):
+        if p is not None:
+            assert torch.allclose(g, p, atol=1e-6, rtol=1e-5)
+
+
+def test_static_trim_keeps_a_fitted_static_field_off_pixels_it_misses(kitchen_dir, tmp_path):
+    """With a trim no pixel passes from the first step, the static field stays exactly at its
+    initialisation while the transient streams learn; a trim every pixel passes changes nothing
+    against no trim at all."""
+    from n3f.pipeline.features import compute_features
+
+    scene = load_scene(kitchen_dir)
+    cache = compute_features(scene, None, {"device": "cpu"}, pca=8, seed=0)
+
+    def trained(**kw):
+        trainer = Trainer(_config(kitchen_dir, **kw), scene, cache, tmp_path)
+        before = [p.detach().clone() for p in (*trainer.model.parameters(), *trainer.transient.parameters())]
+        for _ in range(3):
+            trainer.train_step()
+        after = [p.detach().clone() for p in (*trainer.model.parameters(), *trainer.transient.parameters())]
+        return len(list(trainer.model.parameters())), before, after
+
+    n_static, before, after = trained(static_trim=1e-12, static_trim_floor=0.0, static_trim_after=0)
+    assert all(torch.equal(b, a) for b, a in zip(before[:n_static], after[:n_static]))
+    assert any(not torch.equal(b, a) for b, a in zip(before[n_static:], after[n_static:]))
+    _, _, untrimmed = trained()
+    _, _, passed = trained(static_trim=1e9, static_trim_after=0)
+    assert all(torch.equal(a, b) for a, b in zip(untrimmed, passed))
+    assert not all(torch.equal(a, b) for a, b in zip(untrimmed[:n_static], after[:n_static]))
+
+
+def test_a_three_stream_fit_resumes_exactly(dynamic_run, kitchen_dir, tmp_path, crash_and_resume):
+    """Interrupted at step 13 and resumed from its step-10 checkpoint, a three-stream fit ends with
+    exactly the uninterrupted run's static field, streams and embeddings (on as many threads as the
+    machine has: the embeddings' backward must sum in a fixed order)."""
+    run = crash_and_resume(_config(kitchen_dir), tmp_path, 13, "step-0000010.pt")
+    a = torch.load(latest_checkpoint(run), weights_only=False)
+    b = torch.load(latest_checkpoint(dynamic_run), weights_only=False)
+    assert a["step"] == b["step"] == 20
+    for part in ("model", "transient"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])

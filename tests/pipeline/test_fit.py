@@ -53,40 +53,21 @@ def test_fit_learns_and_writes_the_run_folder(short_run):
     assert state["step"] == 40 and "effnet_lite0" in state["teacher"]
 
 
-def _crash_and_resume(tmp_path, monkeypatch, **kw):
-    """Fit ``_config(**kw)`` until step 27 is interrupted, then resume it to the end; the run folder."""
-    original = fit_module.Trainer.train_step
-
-    def crash_at_27(self):
-        if self.step == 27:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(fit_module.Trainer, "train_step", crash_at_27)
-    with pytest.raises(KeyboardInterrupt):
-        fit(_config(**kw), output=tmp_path, quiet=True)
-    monkeypatch.setattr(fit_module.Trainer, "train_step", original)
-    run = next(tmp_path.glob("*/*/*"))
-    assert latest_checkpoint(run).name == "step-0000020.pt"
-    fit(_config(**kw), resume=run, quiet=True)
-    return run
-
-
-def test_resume_ends_with_exactly_the_metrics_of_an_uninterrupted_run(short_run, tmp_path, monkeypatch):
-    run = _crash_and_resume(tmp_path, monkeypatch)
+def test_resume_ends_with_exactly_the_metrics_of_an_uninterrupted_run(short_run, tmp_path, crash_and_resume):
+    run = crash_and_resume(_config(), tmp_path, 27, "step-0000020.pt")
     assert _metrics(run) == _metrics(short_run)
     a = torch.load(run / "checkpoints" / "step-0000040.pt", weights_only=False)["model"]
     b = torch.load(short_run / "checkpoints" / "step-0000040.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_fit_drawing_from_the_error_map_resumes_exactly(demo_dir, tmp_path, monkeypatch):
+def test_a_fit_drawing_from_the_error_map_resumes_exactly(demo_dir, tmp_path, crash_and_resume):
     whole = fit(_config(error_sampling=0.5, eval_every=0), output=tmp_path / "whole", quiet=True)
     state = torch.load(latest_checkpoint(whole), weights_only=False)
     error = state["error_map"]["error"]
     assert error.shape[1:] == (6, 8)  # 48 x 64 pixels in 8-pixel tiles
     assert (error < 0.25).float().mean() > 0.2  # visited tiles fell from the starting 0.25 towards the fit's error
-    run = _crash_and_resume(tmp_path / "cut", monkeypatch, error_sampling=0.5, eval_every=0)
+    run = crash_and_resume(_config(error_sampling=0.5, eval_every=0), tmp_path / "cut", 27, "step-0000020.pt")
     assert _metrics(run) == _metrics(whole)
     resumed = torch.load(latest_checkpoint(run), weights_only=False)
     assert torch.equal(resumed["error_map"]["error"], error)

@@ -1,0 +1,90 @@
+"""Oracle experiments for the three-stream fit of demo/kitchen_dynamic: hand the trainer the exact
+sponge masks, to learn which part of the method keeps the dynamic stream from claiming the sponge.
+
+- ``--gate``: the static field gets no gradient from the sponge's pixels (the exact masks as the
+  ``static_gate`` of :func:`n3f.student.render_streams.render_streams`), so it cannot smear the
+  sponge along its path; the transient streams still learn from those pixels.
+- ``--sample S``: a share ``S`` of each step's rays is drawn uniformly from the sponge's pixels of
+  the training frames (in place of the error map's draws; uniform draws for the rest).
+
+Neither is a method (a real capture has no masks); they bound what a perfect detector of moving
+pixels, or a perfect sampler, would give. The fit is an ordinary run folder; score it with
+``python tools/measure_dynamic.py --streams-only RUN`` and ``python tools/probe_sponge.py RUN``.
+
+Usage:
+  python tools/oracle_dynamic.py --output runs/oracle [--gate] [--sample 0.25] [--steps 1000] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _sponge_masks(trainer) -> list:
+    """Per training-frame row: (H, W) bool tensor of the sponge's pixels."""
+    import torch
+
+    from n3f.scene.dynamic import DYNAMIC, stream_labels
+    from n3f.scene.images import load_frame_mask
+
+    dynamic = trainer.scene.metadata["dynamic"]
+    return [torch.from_numpy(stream_labels(load_frame_mask(trainer.scene.frames[i]), dynamic) == DYNAMIC) for i in trainer.train_ids]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--gate", action="store_true", help="keep the static field's gradient off the sponge's pixels")
+    parser.add_argument("--sample", type=float, default=0.0, help="share of rays drawn from the sponge's pixels")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="FitConfig field")
+    args = parser.parse_args()
+    if not 0 <= args.sample <= 1:
+        parser.error("--sample is a share of the rays, in [0, 1]")
+
+    import torch
+    from measure_dynamic import SCENE, _options
+
+    import n3f.pipeline.error_map as error_map
+    import n3f.pipeline.fit as fit_module
+
+    state: dict = {}
+    trainer_init, batch_rays = fit_module.Trainer.__init__, fit_module.batch_rays
+
+    def init(self, *a, **k):
+        trainer_init(self, *a, **k)
+        state["masks"] = _sponge_masks(self)
+        pixels = [torch.stack([torch.full((int(m.sum()),), k), *reversed(m.nonzero().T)], -1) for k, m in enumerate(state["masks"])]
+        state["pixels"] = torch.cat(pixels)  # (n, 3): training-frame row, x, y
+
+    def recorded_batch_rays(data, frame, xy):
+        state["frame"], state["xy"] = frame, xy.long()
+        return batch_rays(data, frame, xy)
+
+    def static_gate(self, target_rgb):
+        frame, xy = state["frame"], state["xy"]
+        sponge = torch.stack([state["masks"][int(f)][y, x] for f, (x, y) in zip(frame, xy)])
+        return lambda alone: (~sponge).to(target_rgb.dtype)
+
+    def draw(self, n, generator):
+        pick = state["pixels"][torch.randint(0, len(state["pixels"]), (n,), generator=generator)]
+        return pick[:, 0].long(), pick[:, 1].long(), pick[:, 2].long()
+
+    fit_module.Trainer.__init__ = init
+    fit_module.batch_rays = recorded_batch_rays
+    if args.gate:
+        fit_module.Trainer._static_gate = static_gate
+    options = _options(args.set)
+    if args.sample > 0:
+        error_map.ErrorMap.draw = draw
+        options["error_sampling"] = args.sample
+    config = fit_module.FitConfig(scene=SCENE, steps=args.steps, eval_every=0, dynamic=True, **options)
+    print(fit_module.fit(config, output=args.output, quiet=False))
+
+
+if __name__ == "__main__":
+    main()
