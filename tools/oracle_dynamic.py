@@ -2,8 +2,8 @@
 sponge masks, to learn which part of the method keeps the dynamic stream from claiming the sponge.
 
 - ``--gate``: the static field gets no gradient from the sponge's pixels (the exact masks as the
-  ``static_gate`` of :func:`n3f.student.render_streams.render_streams`), so it cannot smear the
-  sponge along its path; the transient streams still learn from those pixels.
+  ``static_gate`` of :func:`n3f.student.render_streams.render_streams`), so it cannot take the
+  sponge in; the transient streams still learn from those pixels.
 - ``--sample S``: a share ``S`` of each step's rays is drawn uniformly from the sponge's pixels of
   the training frames (in place of the error map's draws; uniform draws for the rest).
 
@@ -24,15 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _sponge_masks(trainer) -> list:
-    """Per training-frame row: (H, W) bool tensor of the sponge's pixels."""
+def _sponge_masks(trainer):
+    """(n_train_frames, H, W) bool tensor: the sponge's pixels in each training frame (by row)."""
     import torch
 
     from n3f.scene.dynamic import DYNAMIC, stream_labels
     from n3f.scene.images import load_frame_mask
 
     dynamic = trainer.scene.metadata["dynamic"]
-    return [torch.from_numpy(stream_labels(load_frame_mask(trainer.scene.frames[i]), dynamic) == DYNAMIC) for i in trainer.train_ids]
+    return torch.stack(
+        [torch.from_numpy(stream_labels(load_frame_mask(trainer.scene.frames[i]), dynamic) == DYNAMIC) for i in trainer.train_ids]
+    )
 
 
 def main() -> None:
@@ -58,8 +60,7 @@ def main() -> None:
     def init(self, *a, **k):
         trainer_init(self, *a, **k)
         state["masks"] = _sponge_masks(self)
-        pixels = [torch.stack([torch.full((int(m.sum()),), k), *reversed(m.nonzero().T)], -1) for k, m in enumerate(state["masks"])]
-        state["pixels"] = torch.cat(pixels)  # (n, 3): training-frame row, x, y
+        state["pixels"] = state["masks"].nonzero()  # (n, 3): training-frame row, y, x
 
     def recorded_batch_rays(data, frame, xy):
         state["frame"], state["xy"] = frame, xy.long()
@@ -67,12 +68,12 @@ def main() -> None:
 
     def static_gate(self, target_rgb):
         frame, xy = state["frame"], state["xy"]
-        sponge = torch.stack([state["masks"][int(f)][y, x] for f, (x, y) in zip(frame, xy)])
+        sponge = state["masks"][frame, xy[:, 1], xy[:, 0]]
         return lambda alone: (~sponge).to(target_rgb.dtype)
 
     def draw(self, n, generator):
         pick = state["pixels"][torch.randint(0, len(state["pixels"]), (n,), generator=generator)]
-        return pick[:, 0].long(), pick[:, 1].long(), pick[:, 2].long()
+        return pick[:, 0], pick[:, 2], pick[:, 1]  # frame rows, px, py
 
     fit_module.Trainer.__init__ = init
     fit_module.batch_rays = recorded_batch_rays

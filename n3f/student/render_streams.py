@@ -88,6 +88,9 @@ def render_streams(
     pts = o[ri] + mids[:, None] * d[ri]
     static_out = static(pts, dirs[ri], features=features)
     if static_gate is not None:
+        # A separate render without gradients, not the ``static_alone`` one below: computing that
+        # one here, before the streams, would change the order of the backward's float sums, and a
+        # gate of ones would no longer train exactly as no gate does.
         with torch.no_grad():
             gate_weights, _, _ = render_weight_from_density(ts, te, static_out["sigma"], ri)
             alone = composite(gate_weights, {"rgb": static_out["rgb"]}, mids, ri, n_rays)
