@@ -78,7 +78,13 @@ def _streams_only(runs: list[Path]) -> None:
     for run in runs:
         trainer = load_run(run)
         result = evaluate_streams(trainer, scored_frames(trainer.scene)[0], progress=make_progress(False))
-        row = {"run": str(run), "step": trainer.step, "static_pixel_psnr": result["static_pixel_psnr"], "stream_iou": result.get("iou")}
+        row = {
+            "run": str(run),
+            "step": trainer.step,
+            "static_pixel_psnr": result["static_pixel_psnr"],
+            "stream_iou": result.get("iou"),
+            "moving_claimed_by": result.get("moving_claimed_by"),
+        }
         print(json.dumps({"metric": "dynamic_streams", **row}), flush=True)
 
 

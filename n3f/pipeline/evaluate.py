@@ -227,6 +227,11 @@ def markdown_table(result: dict) -> str:
             for name in ("dynamic", "actor", "transient"):
                 cells = [streams["iou"].get(split, {}).get(name, math.nan) for split in ("held_out", "train")]
                 lines.append(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |")
+        if "moving_claimed_by" in streams:
+            lines += ["", "| moving objects' pixels claimed by | held-out frames | training frames |", "|---|---:|---:|"]
+            for name in ("dynamic", "actor", "transient"):
+                cells = [streams["moving_claimed_by"].get(split, {}).get(name, math.nan) for split in ("held_out", "train")]
+                lines.append(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,11 @@ On a scene whose masks say which pixels move (``scene.metadata["dynamic"]``, as
   into its geometry or colour loses here.
 - for runs with transient streams, per stream: the IoU of the pixels the stream claims
   (``share/<stream> > 0.5`` in the render of all streams) with the pixels that truly belong to it,
-  on held-out frames (embeddings interpolated in time) and on training frames (learned embeddings).
+  on held-out frames (embeddings interpolated in time) and on training frames (learned embeddings);
+- ``moving_claimed_by``: which stream claims the moving objects' pixels (share of them each stream
+  holds above one half, and the transient streams together). The actor stream, a field in camera
+  coordinates with a free per-frame embedding, can paint a moving object as a floater in front
+  of the camera: the dynamic IoU alone would not show that the object is out of the static field.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ def evaluate_streams(trainer, held: list[int], train: list[int] | None = None, s
 
     Returns:
         ``{"static_pixel_psnr": dB on held-out static pixels, "frames": {...}, "iou": {"held_out":
-        {"dynamic", "actor", "transient"}, "train": {...}}}``; ``iou`` only for runs with transient
-        streams. IoUs pool the pixels of all frames of a split.
+        {"dynamic", "actor", "transient"}, "train": {...}}, "moving_claimed_by": {"held_out":
+        {"dynamic", "actor", "transient"}, "train": {...}}}``; ``iou`` and ``moving_claimed_by``
+        only for runs with transient streams. Both pool the pixels of all frames of a split.
 
     Raises:
         N3FError: the scene has no stream metadata or no masks.
@@ -66,6 +71,7 @@ def evaluate_streams(trainer, held: list[int], train: list[int] | None = None, s
     work = [("held_out", i) for i in held] + ([("train", i) for i in train] if with_streams else [])
     sq_err, n_static = 0.0, 0
     pools: dict[str, dict[str, list]] = {"held_out": {}, "train": {}}
+    moving: dict[str, dict[str, list]] = {"held_out": {}, "train": {}}
     for split, i in progress(work, "scoring streams", len(work)) if progress else work:
         frame = scene.frames[i]
         mask = load_frame_mask(frame)
@@ -86,6 +92,7 @@ def evaluate_streams(trainer, held: list[int], train: list[int] | None = None, s
             truths = {"dynamic": labels == DYNAMIC, "actor": labels == ACTOR, "transient": labels != STATIC}
             for name in claims:
                 pools[split].setdefault(name, []).append((claims[name], truths[name]))
+                moving[split].setdefault(name, []).append(claims[name][labels == DYNAMIC])
     result: dict = {
         "static_pixel_psnr": -10 * math.log10(max(sq_err / max(n_static, 1), 1e-10)),
         "frames": {"held_out": held, "train": train if with_streams else []},
@@ -97,4 +104,11 @@ def evaluate_streams(trainer, held: list[int], train: list[int] | None = None, s
             for split, per in pools.items()
             if per
         }
+        result["moving_claimed_by"] = {
+            split: {name: _share(np.concatenate(parts)) for name, parts in per.items()} for split, per in moving.items() if per
+        }
     return result
+
+
+def _share(claimed: np.ndarray) -> float:
+    return float(claimed.mean()) if len(claimed) else math.nan

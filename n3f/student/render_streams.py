@@ -9,7 +9,7 @@ import torch
 from n3f.render.sampling import march, merge_packed, stratified
 from n3f.render.volume import composite, render_weight_from_density, surface_composite
 from n3f.student.field import StudentField
-from n3f.student.transient import TransientStreams, mix_streams
+from n3f.student.transient import TransientStreams, mix_streams, share_entropy
 
 
 def render_streams(
@@ -29,6 +29,7 @@ def render_streams(
     surface_window: float | None = None,
     static_alone: bool = False,
     static_gate: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    entropy_skew: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render world rays through all three streams.
 
@@ -54,6 +55,11 @@ def render_streams(
             every gradient the static field gets through each ray. The rendered values do not
             change. The trainer uses it to keep pixels the static field cannot explain (things that
             moved) from pulling it towards them (``FitConfig.static_trim``).
+        entropy_skew: also return ``dynamic_entropy``: the binary entropy of every world sample's
+            dynamic share ``s = sigma_dynamic / (sigma_static + sigma_dynamic)`` raised to this
+            power, ``H(s^k)``, weighted by the sample's (detached) rendering weight and summed per
+            ray, mean over rays (D^2NeRF's skewed entropy; ``k > 1`` leans undecided samples
+            towards the static field). None: not computed.
 
     Returns:
         ``rgb`` (n_rays, 3), ``feature`` (n_rays, D), ``beta`` (n_rays, 1) composited uncertainty,
@@ -116,6 +122,10 @@ def render_streams(
     out["dynamic_sigma"] = (sigma * values["share/dynamic"][:, 0]).sum() / max(len(ri), 1)
     out["actor_sigma"] = (sigma * values["share/actor"][:, 0]).sum() / max(len(a_ri), 1)
     out["n_samples"] = torch.tensor(len(ray_indices))
+    if entropy_skew is not None:
+        is_world = source < len(ri)  # merge_packed's source indexes the world samples first
+        entropy = share_entropy(values["share/dynamic"][is_world, 0], entropy_skew)
+        out["dynamic_entropy"] = (weights.detach()[is_world] * entropy).sum() / n_rays
     if static_alone:
         channels = {k: static_out[k] for k in ("rgb", "feature") if k in static_out}
         alone_weights, _, _ = render_weight_from_density(ts, te, static_out["sigma"], ri)

@@ -70,6 +70,10 @@ class TransientConfig:
             ``cos`` of ``2^k pi t`` for ``k < time_frequencies`` (NeRF's positional encoding, in
             time): unlike the free per-frame embeddings these are shared by neighbouring frames,
             so what one frame teaches about a moving thing carries to the next. 0: off.
+        frame_appearance: the dynamic stream's colour, features and uncertainty also read the
+            frame embedding (NeuralDiff). False: they read the point's encoding alone, so only its
+            density depends on the frame: a moving object keeps its colours and must be *moved*
+            (its density), not repainted, to explain a frame.
     """
 
     n_frames: int
@@ -85,6 +89,7 @@ class TransientConfig:
     backend: str = "auto"
     time_grid: bool = False
     time_frequencies: int = 0
+    frame_appearance: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +139,14 @@ class TransientStream(nn.Module):
         aabb: (2, 3) box mapped onto the hash grid.
     """
 
-    def __init__(self, config: TransientConfig, aabb: torch.Tensor, time_grid: bool = False, time_frequencies: int = 0):
+    def __init__(
+        self,
+        config: TransientConfig,
+        aabb: torch.Tensor,
+        time_grid: bool = False,
+        time_frequencies: int = 0,
+        frame_appearance: bool = True,
+    ):
         super().__init__()
         self.config = config
         self.time_frequencies = time_frequencies
@@ -149,6 +161,8 @@ class TransientStream(nn.Module):
         self.colour_head = nn.Linear(config.hidden, 3)
         self.beta_head = nn.Linear(config.hidden, 1)
         self.feature_head = _mlp(config.hidden, config.hidden, config.feature_dim, 1)
+        # Without frame appearance the heads but density read a trunk of the encoding alone.
+        self.appearance_trunk = None if frame_appearance else _mlp(config.grid.output_dim, config.hidden, config.hidden, 1)
 
     def forward(
         self, points: torch.Tensor, embedding: torch.Tensor, features: bool = True, time: torch.Tensor | None = None
@@ -167,7 +181,8 @@ class TransientStream(nn.Module):
         u = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         inside = ((u >= 0) & (u <= 1)).all(-1)
         u = u.clamp(0.0, 1.0)
-        parts = [self.encoding(u), embedding]
+        code = self.encoding(u)
+        parts = [code, embedding]
         if (self.time_encoding is not None or self.time_frequencies) and time is None:
             raise ValueError("this stream is conditioned on time: pass the samples' frame times")
         if self.time_encoding is not None:
@@ -177,6 +192,8 @@ class TransientStream(nn.Module):
             parts += [torch.sin(angles), torch.cos(angles)]
         h = torch.relu(self.trunk(torch.cat(parts, -1)))
         sigma = trunc_exp(self.density_head(h)[:, 0] + self.config.density_bias) * inside
+        if self.appearance_trunk is not None:
+            h = torch.relu(self.appearance_trunk(code))
         out = {
             "sigma": sigma,
             "rgb": torch.sigmoid(self.colour_head(h)),
@@ -201,7 +218,13 @@ class TransientStreams(nn.Module):
         super().__init__()
         self.config = config
         d = config.actor_depth
-        self.dynamic = TransientStream(config, world_aabb, time_grid=config.time_grid, time_frequencies=config.time_frequencies)
+        self.dynamic = TransientStream(
+            config,
+            world_aabb,
+            time_grid=config.time_grid,
+            time_frequencies=config.time_frequencies,
+            frame_appearance=config.frame_appearance,
+        )
         self.actor = TransientStream(config, torch.tensor([[-d, -d, 0.0], [d, d, d]]))
         self.register_buffer("train_ids", torch.as_tensor(sorted(train_ids), dtype=torch.long))
         self.register_buffer("times", torch.as_tensor(times, dtype=torch.float32).reshape(-1))
@@ -265,6 +288,22 @@ def mix_streams(parts: dict[str, dict[str, torch.Tensor]], features: bool) -> di
         share = parts[stream]["sigma"] * inv if stream in parts else torch.zeros_like(sigma)
         out[f"share/{stream}"] = share[:, None]
     return out
+
+
+def share_entropy(share: torch.Tensor, skew: float = 1.0) -> torch.Tensor:
+    """Binary entropy (nats) of ``share ** skew``: 0 where a sample belongs wholly to one stream
+    (share 0 or 1), ``ln 2`` at ``share = 0.5 ** (1 / skew)``. D^2NeRF's skewed entropy: with
+    ``skew > 1`` the peak moves above one half, so undecided samples lean towards share 0.
+
+    Args:
+        share: (N,) a stream's part of each sample's density, in [0, 1].
+        skew: the exponent.
+
+    Returns:
+        (N,) entropies; their gradient is finite at 0 and 1 (logs clamped at 1e-6).
+    """
+    s = share.clamp(0.0, 1.0) ** skew
+    return -(s * torch.log(s.clamp_min(1e-6)) + (1 - s) * torch.log((1 - s).clamp_min(1e-6)))
 
 
 def static_alone_loss(

@@ -212,6 +212,7 @@ def test_per_stream_maps_and_stream_scores(dynamic_run):
     result = evaluate_streams(trainer, scene.split_indices("test")[:1], scene.split_indices("train")[:1], stride=8)
     assert set(result["iou"]) == {"held_out", "train"}
     assert set(result["iou"]["train"]) == {"dynamic", "actor", "transient"}
+    assert set(result["moving_claimed_by"]["held_out"]) == {"dynamic", "actor", "transient"}
     assert 5 < result["static_pixel_psnr"] < 60
 
 
@@ -400,3 +401,96 @@ def test_a_three_stream_fit_resumes_exactly(dynamic_run, kitchen_dir, tmp_path, 
     for part in ("model", "transient"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+
+
+def test_share_entropy_is_zero_for_decided_samples_and_peaks_where_the_skew_says():
+    from n3f.student.transient import share_entropy
+
+    assert torch.allclose(share_entropy(torch.tensor([0.0, 1.0])), torch.zeros(2), atol=1e-4)
+    assert torch.allclose(share_entropy(torch.tensor([0.5])), torch.tensor([np.log(2.0)], dtype=torch.float32))
+    peak = torch.tensor([0.5 ** (1 / 2)])
+    assert torch.allclose(share_entropy(peak, skew=2.0), torch.tensor([np.log(2.0)], dtype=torch.float32))
+    # skewed: a share of 0.5 is already past the peak on the static side, 0.9 still far from it
+    assert float(share_entropy(torch.tensor([0.5]), 2.0)) < np.log(2.0) - 0.1
+    share = torch.tensor([0.3, 0.7], requires_grad=True)
+    share_entropy(share).sum().backward()
+    assert share.grad[0] > 0 > share.grad[1]  # descending the entropy pushes each share to its own side
+
+
+def test_dynamic_entropy_is_the_weighted_entropy_of_the_visible_world_samples(dynamic_run):
+    """``entropy_skew`` adds ``dynamic_entropy`` without changing any rendered value; it vanishes
+    when the dynamic stream is empty and its gradient reaches the dynamic stream's density."""
+    from n3f.student.render_streams import render_streams
+
+    trainer = load_run(dynamic_run)
+    origins, dirs, ids, w2c = _batch(trainer)
+
+    def run(skew):
+        return render_streams(
+            trainer.model, trainer.transient, origins, dirs, ids, w2c, trainer.space, trainer.grid, trainer.step_size, entropy_skew=skew
+        )
+
+    plain, with_entropy = run(None), run(1.0)
+    assert "dynamic_entropy" not in plain
+    for key in ("rgb", "feature", "share/dynamic", "opacity"):
+        assert torch.equal(plain[key], with_entropy[key])
+    value = with_entropy["dynamic_entropy"]
+    assert 0 < float(value.detach()) <= np.log(2.0) * float(with_entropy["opacity"].max())
+    value.backward()
+    assert float(trainer.transient.dynamic.density_head.weight.grad.abs().max()) > 0
+    assert trainer.transient.actor.density_head.weight.grad is None  # the actor's samples are not counted
+    with torch.no_grad():
+        trainer.transient.dynamic.density_head.bias.fill_(-60.0)
+    assert float(run(1.0)["dynamic_entropy"]) < 1e-4
+
+
+def test_without_frame_appearance_only_the_dynamic_density_depends_on_the_frame():
+    config = TransientConfig(n_frames=2, feature_dim=4, embedding_dim=3, grid=HashGridConfig(4, 2, 12, 4, 32), backend="torch")
+    box, times = torch.tensor([[-1.0] * 3, [1.0] * 3]), torch.tensor([0.0, 1.0])
+    points = torch.rand(50, 3) * 2 - 1
+    for appearance in (True, False):
+        torch.manual_seed(0)
+        streams = TransientStreams(dataclasses.replace(config, frame_appearance=appearance), box, [0, 1], times)
+        a, b = (streams.dynamic_fields(points, torch.full((50,), i)) for i in (0, 1))
+        assert not torch.allclose(a["sigma"], b["sigma"])
+        for key in ("rgb", "feature", "beta"):
+            assert torch.equal(a[key], b[key]) is (not appearance)
+        # the actor keeps NeuralDiff's frame appearance either way
+        assert not torch.equal(*(streams.actor_fields(points, torch.full((50,), i))["rgb"] for i in (0, 1)))
+
+
+def test_stream_scores_of_an_oracle_are_exact(kitchen_dir):
+    """A stand-in trainer whose render gives each pixel wholly to the stream its exact label names
+    (the moving object's pixels to the actor, to check which stream holds them is reported): every
+    IoU is 1 but the dynamic stream's, and the moving pixels are claimed by the actor alone."""
+    from types import SimpleNamespace
+
+    from n3f.pipeline.streams_eval import evaluate_streams
+    from n3f.scene.dynamic import DYNAMIC, STATIC, stream_labels
+    from n3f.scene.images import load_frame_image, load_frame_mask
+
+    scene = load_scene(kitchen_dir)
+    dynamic = scene.metadata["dynamic"]
+
+    def render_pixels(frame, xy, features=False, streams="static"):
+        col, row = (xy[:, 0] - 0.5).long().numpy(), (xy[:, 1] - 0.5).long().numpy()
+        labels = stream_labels(load_frame_mask(frame), dynamic)[row, col]
+        out = {"rgb": torch.from_numpy(load_frame_image(frame)[row, col])}
+        static = torch.from_numpy(labels == STATIC).float()
+        out.update({"share/static": static, "share/dynamic": torch.zeros_like(static), "share/actor": 1 - static})
+        return out
+
+    trainer = SimpleNamespace(scene=scene, transient=object(), render_pixels=render_pixels)
+    frames = [i for i in range(len(scene.frames)) if (stream_labels(load_frame_mask(scene.frames[i]), dynamic) == DYNAMIC).any()]
+    result = evaluate_streams(trainer, frames[:2], frames[2:4], stride=1)
+    assert result["static_pixel_psnr"] > 90  # the truth itself, on the static pixels
+    for split in ("held_out", "train"):
+        assert result["iou"][split]["transient"] == 1.0 and result["iou"][split]["dynamic"] == 0.0
+        assert result["moving_claimed_by"][split] == {"dynamic": 0.0, "actor": 1.0, "transient": 1.0}
+    from n3f.pipeline.evaluate import markdown_table
+
+    empty = {"mAP": 0.5, "per_object": {}}
+    report = {"scene": scene.name, "step": 1, "teacher": "t", "psnr": 20.0, "retrieval": {"teacher": empty, "student": empty}}
+    text = markdown_table({**report, "streams": result})
+    assert "| moving objects' pixels claimed by | held-out frames | training frames |" in text
+    assert "| actor | 1.000 | 1.000 |" in text and "| dynamic | 0.000 | 0.000 |" in text
