@@ -494,3 +494,14 @@ def test_stream_scores_of_an_oracle_are_exact(kitchen_dir):
     text = markdown_table({**report, "streams": result})
     assert "| moving objects' pixels claimed by | held-out frames | training frames |" in text
     assert "| actor | 1.000 | 1.000 |" in text and "| dynamic | 0.000 | 0.000 |" in text
+
+
+def test_a_fit_with_the_entropy_and_without_frame_appearance_records_and_reloads_both(kitchen_dir, tmp_path):
+    run = fit(
+        _config(kitchen_dir, steps=4, checkpoint_every=4, dynamic_entropy=0.01, dynamic_frame_appearance=False), output=tmp_path, quiet=True
+    )
+    trainer = load_run(run)
+    assert trainer.config.dynamic_entropy == 0.01 and trainer.config.dynamic_frame_appearance is False
+    assert trainer.transient.config.frame_appearance is False and trainer.transient.dynamic.appearance_trunk is not None
+    assert trainer.transient.actor.appearance_trunk is None
+    assert trainer.step == 4
