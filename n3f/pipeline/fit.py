@@ -157,8 +157,10 @@ class FitConfig:
         dynamic_frame_appearance: the dynamic stream's colours and features read the frame
             embedding too (NeuralDiff); False: only its density does (``TransientConfig.frame_appearance``).
             With it on, the dynamic stream drew the sponge as a thin per-frame tint over the table
-            (density share about 0.2) instead of holding it; off, with ``dynamic_sparsity`` 1e-4
-            and oracle sponge rays, it held 60-69 % of the sponge's pixels (README). True by
+            (density share about 0.2) instead of holding it; off, with ``dynamic_sparsity`` 1e-4,
+            the exact masks gating the static field and a quarter of the rays drawn from the
+            sponge, it held 60-69 % of the sponge's pixels (README; without those oracles about
+            2 %). True by
             default until a fit without oracles gains from it. Runs from before the option read
             as True.
         error_sampling: share of each step's rays drawn in proportion to a running per-tile map of
