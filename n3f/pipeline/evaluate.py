@@ -222,15 +222,12 @@ def markdown_table(result: dict) -> str:
     streams = result.get("streams")
     if streams:
         lines += ["", f"Static field on the held-out frames' static pixels: {streams['static_pixel_psnr']:.2f} dB PSNR."]
-        if "iou" in streams:
-            lines += ["", "| stream IoU (claimed pixels vs truth) | held-out frames | training frames |", "|---|---:|---:|"]
+        for key, title in (("iou", "stream IoU (claimed pixels vs truth)"), ("moving_claimed_by", "moving objects' pixels claimed by")):
+            if key not in streams:
+                continue
+            lines += ["", f"| {title} | held-out frames | training frames |", "|---|---:|---:|"]
             for name in ("dynamic", "actor", "transient"):
-                cells = [streams["iou"].get(split, {}).get(name, math.nan) for split in ("held_out", "train")]
-                lines.append(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |")
-        if "moving_claimed_by" in streams:
-            lines += ["", "| moving objects' pixels claimed by | held-out frames | training frames |", "|---|---:|---:|"]
-            for name in ("dynamic", "actor", "transient"):
-                cells = [streams["moving_claimed_by"].get(split, {}).get(name, math.nan) for split in ("held_out", "train")]
+                cells = [streams[key].get(split, {}).get(name, math.nan) for split in ("held_out", "train")]
                 lines.append(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |")
     return "\n".join(lines) + "\n"
 

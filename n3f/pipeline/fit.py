@@ -160,9 +160,8 @@ class FitConfig:
             (density share about 0.2) instead of holding it; off, with ``dynamic_sparsity`` 1e-4,
             the exact masks gating the static field and a quarter of the rays drawn from the
             sponge, it held 60-69 % of the sponge's pixels (README; without those oracles about
-            2 %). True by
-            default until a fit without oracles gains from it. Runs from before the option read
-            as True.
+            2 %). True by default until a fit without oracles gains from it. Runs from before
+            the option read as True.
         error_sampling: share of each step's rays drawn in proportion to a running per-tile map of
             the colour error (instant-ngp's error map; :mod:`n3f.pipeline.error_map`); the rest are
             uniform. 0 draws every ray uniformly. Off by default: at 1,000 steps, seed 0, 0.5 cost

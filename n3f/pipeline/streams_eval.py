@@ -92,7 +92,7 @@ def evaluate_streams(trainer, held: list[int], train: list[int] | None = None, s
             truths = {"dynamic": labels == DYNAMIC, "actor": labels == ACTOR, "transient": labels != STATIC}
             for name in claims:
                 pools[split].setdefault(name, []).append((claims[name], truths[name]))
-                moving[split].setdefault(name, []).append(claims[name][labels == DYNAMIC])
+                moving[split].setdefault(name, []).append(claims[name][truths["dynamic"]])
     result: dict = {
         "static_pixel_psnr": -10 * math.log10(max(sq_err / max(n_static, 1), 1e-10)),
         "frames": {"held_out": held, "train": train if with_streams else []},
