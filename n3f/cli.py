@@ -436,7 +436,7 @@ def fit_command(
     teacher_weights: Annotated[
         Path | None, typer.Option("--teacher-weights", help="Teacher weights file (DINO/DINOv2 .pth, timm .pth/.safetensors).")
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps (0: 1000 on CPU, 20000 on CUDA).")] = 0,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps (0: 2000 on CPU, 20000 on CUDA).")] = 0,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-2,
     feature_weight: Annotated[
         float, typer.Option("--feature-weight", help="Weight of the feature loss (teacher features scaled to unit RMS).")
@@ -455,8 +455,18 @@ def fit_command(
             "PCA channels that tell objects apart; 0 is plain MSE.",
         ),
     ] = 1.0,
-    samples: Annotated[int, typer.Option("--samples", help="Samples per step; the ray batch adapts to it.")] = 1 << 16,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Samples per step; the ray batch adapts to it (0: 32768 on CPU, 65536 on CUDA).")
+    ] = 0,
     grid: Annotated[str, typer.Option("--grid", help="Hash-grid size: cpu (12 levels, 2^17 rows) or ngp (16 levels, 2^19).")] = "",
+    march_steps: Annotated[
+        int,
+        typer.Option(
+            "--march-steps",
+            help="Samples across the scene box's diagonal (the marching step). 0: 256 on CPU, where a coarser step buys "
+            "more rays per step, and 512 on CUDA.",
+        ),
+    ] = 0,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between held-out evaluations (0: at the end only).")] = 1000,
     pca: Annotated[int, typer.Option("--pca", help="PCA dimensions of the teacher features.")] = 64,
     mlp_precision: Annotated[
@@ -533,8 +543,8 @@ def fit_command(
         teacher=teacher,
         teacher_options={"weights": str(teacher_weights)} if teacher_weights else {},
         pca=pca,
-        steps=steps or (20000 if dev.startswith("cuda") else 1000),
-        target_samples=samples,
+        steps=steps or (20000 if dev.startswith("cuda") else 2000),
+        target_samples=samples or (1 << 16 if dev.startswith("cuda") else 1 << 15),
         lr=lr,
         feature_weight=feature_weight,
         feature_grad_to_geometry=feature_grad_to_geometry,
@@ -543,6 +553,7 @@ def fit_command(
         device=dev,
         seed=seed,
         grid_preset=grid or ("ngp" if dev.startswith("cuda") else "cpu"),
+        march_steps=march_steps or (512 if dev.startswith("cuda") else 256),
         mlp_precision=mlp_precision,
         dynamic=dynamic,
         error_sampling=error_sampling,

@@ -147,3 +147,26 @@ def test_feature_loss_weights_whiten_the_channels():
     np.testing.assert_allclose(white * var, np.full(4, np.mean(white * var)), rtol=1e-5)
     np.testing.assert_allclose(white.mean(), 1.0, rtol=1e-6)
     assert white[3] / white[0] == pytest.approx(var[0] / var[3], rel=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_exponentially_to_its_final_share():
+    from n3f.pipeline.fit import scheduled_learning_rate
+
+    assert scheduled_learning_rate(1e-2, 1.0, 700, 1000) == 1e-2  # constant, the default
+    assert scheduled_learning_rate(1e-2, 0.1, 0, 1000) == pytest.approx(1e-2)
+    assert scheduled_learning_rate(1e-2, 0.1, 500, 1000) == pytest.approx(1e-2 * 0.1**0.5)
+    assert scheduled_learning_rate(1e-2, 0.1, 1000, 1000) == pytest.approx(1e-3)
+    assert scheduled_learning_rate(1e-2, 1.0, 0, 1000, warmup=100) == pytest.approx(1e-4)  # warm-up from 1%
+    assert scheduled_learning_rate(1e-2, 1.0, 50, 1000, warmup=100) == pytest.approx(1e-2 * (0.01 + 0.99 * 0.5))
+    assert scheduled_learning_rate(1e-2, 1.0, 100, 1000, warmup=100) == 1e-2
+
+
+def test_a_fit_with_a_decaying_learning_rate_sets_it_and_resumes_exactly(demo_dir, tmp_path, crash_and_resume):
+    config = _config(lr_final=0.1, eval_every=0)
+    whole = fit(config, output=tmp_path / "whole", quiet=True)
+    state = torch.load(latest_checkpoint(whole), weights_only=False)
+    assert [g["lr"] for opt in state["optimizers"] for g in opt["param_groups"]] == [pytest.approx(1e-2 * 0.1 ** (39 / 40))] * 2
+    run = crash_and_resume(config, tmp_path / "cut", 27, "step-0000020.pt")
+    assert _metrics(run) == _metrics(whole)
+    resumed = torch.load(latest_checkpoint(run), weights_only=False)["model"]
+    assert all(torch.equal(resumed[k], state["model"][k]) for k in state["model"])
