@@ -519,7 +519,7 @@ def fit_command(
     \b
     Examples:
       n3f fit --scene demo/tabletop
-      n3f fit --scene llff/fern --steps 2000
+      n3f fit --scene llff/fern --steps 4000 --eval-every 2000
       n3f fit --scene demo/kitchen_dynamic            (transient streams on: the recipe says dynamic)
       n3f fit --resume runs/demo_tabletop/effnet_lite0/20261122-101500
       n3f fit --scene demo/tabletop --devices 2         (2 processes; same as torchrun --nproc-per-node 2 -m n3f fit ...)
