@@ -538,13 +538,14 @@ def fit_command(
 
     if mlp_precision not in MLP_PRECISIONS:
         raise N3FError(f"--mlp-precision takes {', '.join(MLP_PRECISIONS)} (got {mlp_precision!r})")
+    cuda = dev.startswith("cuda")  # the defaults left at 0 or "" are sized for the device
     config = FitConfig(
         scene=scene,
         teacher=teacher,
         teacher_options={"weights": str(teacher_weights)} if teacher_weights else {},
         pca=pca,
-        steps=steps or (20000 if dev.startswith("cuda") else 2000),
-        target_samples=samples or (1 << 16 if dev.startswith("cuda") else 1 << 15),
+        steps=steps or (20000 if cuda else 2000),
+        target_samples=samples or (1 << 16 if cuda else 1 << 15),
         lr=lr,
         feature_weight=feature_weight,
         feature_grad_to_geometry=feature_grad_to_geometry,
@@ -552,8 +553,8 @@ def fit_command(
         eval_every=eval_every,
         device=dev,
         seed=seed,
-        grid_preset=grid or ("ngp" if dev.startswith("cuda") else "cpu"),
-        march_steps=march_steps or (512 if dev.startswith("cuda") else 256),
+        grid_preset=grid or ("ngp" if cuda else "cpu"),
+        march_steps=march_steps or (512 if cuda else 256),
         mlp_precision=mlp_precision,
         dynamic=dynamic,
         error_sampling=error_sampling,
