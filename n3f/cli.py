@@ -467,6 +467,14 @@ def fit_command(
             "more rays per step, and 512 on CUDA.",
         ),
     ] = 0,
+    aabb_margin: Annotated[
+        float,
+        typer.Option(
+            "--aabb-margin",
+            help="Grow the scene box by this share of its half-size on every side, so walls and floors lying on the "
+            "box get room for their surface inside it (box scenes; LLFF's NDC ignores it).",
+        ),
+    ] = 0.1,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between held-out evaluations (0: at the end only).")] = 1000,
     pca: Annotated[int, typer.Option("--pca", help="PCA dimensions of the teacher features.")] = 64,
     mlp_precision: Annotated[
@@ -485,6 +493,15 @@ def fit_command(
             "tiles); the rest stay uniform. 0 draws every ray uniformly.",
         ),
     ] = 0.0,
+    background: Annotated[
+        str,
+        typer.Option(
+            "--background",
+            help="What training rays are composited over: random (a random colour per ray, so only opaque surfaces "
+            "match the pixels and fog cannot stand in for walls), black, or auto: random for the static student, "
+            "black with transient streams.",
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
     dynamic: Annotated[
         bool | None,
@@ -538,6 +555,8 @@ def fit_command(
 
     if mlp_precision not in MLP_PRECISIONS:
         raise N3FError(f"--mlp-precision takes {', '.join(MLP_PRECISIONS)} (got {mlp_precision!r})")
+    if background not in ("auto", "random", "black"):
+        raise N3FError(f"--background takes auto, random or black (got {background!r})")
     cuda = dev.startswith("cuda")  # the defaults left at 0 or "" are sized for the device
     config = FitConfig(
         scene=scene,
@@ -558,6 +577,8 @@ def fit_command(
         mlp_precision=mlp_precision,
         dynamic=dynamic,
         error_sampling=error_sampling,
+        background=background,
+        aabb_margin=aabb_margin,
     )
     check_writable(resume or output)
     run = fit(config, output=output, resume=resume, quiet=quiet)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from n3f.errors import N3FError
-from n3f.pipeline.fit import FitConfig, Trainer, fit, latest_checkpoint, load_run
+from n3f.pipeline.fit import FitConfig, Trainer, fit, latest_checkpoint, load_run, read_config
 from n3f.render.encoding import HashGridConfig
 from n3f.render.sampling import merge_packed
 from n3f.render.volume import render_weight_from_density
@@ -57,7 +57,7 @@ def _config(scene: Path, **kw) -> FitConfig:
 
 @pytest.fixture(scope="module")
 def dynamic_run(kitchen_dir, tmp_path_factory) -> Path:
-    return fit(_config(kitchen_dir), output=tmp_path_factory.mktemp("runs"), quiet=True)
+    return fit(_config(kitchen_dir, background="auto"), output=tmp_path_factory.mktemp("runs"), quiet=True)
 
 
 def test_merged_sample_sets_integrate_the_sum_of_their_densities():
@@ -186,6 +186,7 @@ def test_a_dynamic_fit_writes_its_streams_and_renders_every_one(dynamic_run):
     assert state["step"] == 20 and "transient" in state
     assert state["transient_config"]["n_frames"] == 24
     assert "dynamic = true" in (dynamic_run / "config.toml").read_text()
+    assert read_config(dynamic_run).background == "black"  # what auto means beside transient streams
     trainer = load_run(dynamic_run)
     frame = trainer.scene.frames[trainer.eval_ids[0]]
     xy = torch.tensor([[10.5, 20.5], [50.5, 40.5], [32.5, 24.5]])

@@ -170,3 +170,39 @@ def test_a_fit_with_a_decaying_learning_rate_sets_it_and_resumes_exactly(demo_di
     assert _metrics(run) == _metrics(whole)
     resumed = torch.load(latest_checkpoint(run), weights_only=False)["model"]
     assert all(torch.equal(resumed[k], state["model"][k]) for k in state["model"])
+
+
+def test_a_random_background_is_what_auto_means_for_the_static_student_and_resumes_exactly(demo_dir, tmp_path, crash_and_resume):
+    from n3f.pipeline.fit import read_config
+
+    config = _config(background="auto", eval_every=0)
+    whole = fit(config, output=tmp_path / "whole", quiet=True)
+    assert read_config(whole).background == "random"
+    black = fit(_config(eval_every=0), output=tmp_path / "black", quiet=True)
+    assert read_config(black).background == "black"
+    a = torch.load(latest_checkpoint(whole), weights_only=False)["model"]
+    b = torch.load(latest_checkpoint(black), weights_only=False)["model"]
+    assert not torch.equal(a["encoding.table"], b["encoding.table"])  # the colours behind the rays reached the fit
+    run = crash_and_resume(config, tmp_path / "cut", 27, "step-0000020.pt")
+    assert _metrics(run) == _metrics(whole)
+    resumed = torch.load(latest_checkpoint(run), weights_only=False)["model"]
+    assert all(torch.equal(resumed[k], a[k]) for k in a)
+
+
+def test_a_random_background_beside_transient_streams_or_an_unknown_one_is_refused(demo_dir, tmp_path):
+    with pytest.raises(N3FError, match="static student"):
+        fit(_config(background="random", dynamic=True), output=tmp_path, quiet=True)
+    with pytest.raises(N3FError, match="auto, black or random"):
+        fit(_config(background="grey"), output=tmp_path, quiet=True)
+    assert not any(tmp_path.iterdir())  # a refused run leaves no folder
+
+
+def test_runs_from_before_the_background_option_read_as_black(tmp_path):
+    from n3f.config import dumps_toml, load_toml
+    from n3f.pipeline.fit import read_config, write_config
+
+    write_config(tmp_path, _config(background="random"), {})
+    doc = load_toml(tmp_path / "config.toml")
+    del doc["background"]
+    (tmp_path / "config.toml").write_text(dumps_toml(doc))
+    assert read_config(tmp_path).background == "black"
