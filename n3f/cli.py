@@ -498,10 +498,9 @@ def fit_command(
         typer.Option(
             "--background",
             help="What training rays are composited over: random (a random colour per ray, so only opaque surfaces "
-            "match the pixels and fog cannot stand in for walls), black, or auto: random for the static student, "
-            "black with transient streams.",
+            "match the pixels and fog cannot stand in for walls) or black. Renders always use black.",
         ),
-    ] = "auto",
+    ] = "random",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
     dynamic: Annotated[
         bool | None,
@@ -555,8 +554,8 @@ def fit_command(
 
     if mlp_precision not in MLP_PRECISIONS:
         raise N3FError(f"--mlp-precision takes {', '.join(MLP_PRECISIONS)} (got {mlp_precision!r})")
-    if background not in ("auto", "random", "black"):
-        raise N3FError(f"--background takes auto, random or black (got {background!r})")
+    if background not in ("random", "black"):
+        raise N3FError(f"--background takes random or black (got {background!r})")
     cuda = dev.startswith("cuda")  # the defaults left at 0 or "" are sized for the device
     config = FitConfig(
         scene=scene,

@@ -30,6 +30,7 @@ def render_streams(
     static_alone: bool = False,
     static_gate: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
     entropy_skew: float | None = None,
+    background: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render world rays through all three streams.
 
@@ -44,6 +45,8 @@ def render_streams(
         jitter: (n_rays,) offsets in [0, 1) for stratified training samples (both samplers).
         detach_weights: channels composited with detached weights.
         features: render features too.
+        background: (n_rays, 3) colours behind the rays (all streams' render and the static
+            field's own), or None for black.
         min_transmittance: samples behind this transmittance (static + dynamic densities, no
             gradients) are dropped before the full streams run.
         surface_window: also composite near each ray's most visible surface (as
@@ -112,7 +115,8 @@ def render_streams(
     sigma = values.pop("sigma")
     weights, _, _ = render_weight_from_density(t_starts, t_ends, sigma, ray_indices)
     t_mids = (t_starts + t_ends) / 2
-    out = composite(weights, values, t_mids, ray_indices, n_rays, detach_weights=detach_weights)
+    behind = None if background is None else {"rgb": background}
+    out = composite(weights, values, t_mids, ray_indices, n_rays, detach_weights=detach_weights, background=behind)
     if surface_window is not None:
         surface = surface_composite(
             weights.detach(), {k: v.detach() for k, v in values.items()}, t_mids, ray_indices, n_rays, surface_window
@@ -129,7 +133,7 @@ def render_streams(
     if static_alone:
         channels = {k: static_out[k] for k in ("rgb", "feature") if k in static_out}
         alone_weights, _, _ = render_weight_from_density(ts, te, static_out["sigma"], ri)
-        alone = composite(alone_weights, channels, mids, ri, n_rays, detach_weights=detach_weights)
+        alone = composite(alone_weights, channels, mids, ri, n_rays, detach_weights=detach_weights, background=behind)
         out.update({f"static/{k}": alone[k] for k in (*channels, "opacity")})
     return out
 

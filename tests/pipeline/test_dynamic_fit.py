@@ -57,7 +57,7 @@ def _config(scene: Path, **kw) -> FitConfig:
 
 @pytest.fixture(scope="module")
 def dynamic_run(kitchen_dir, tmp_path_factory) -> Path:
-    return fit(_config(kitchen_dir, background="auto"), output=tmp_path_factory.mktemp("runs"), quiet=True)
+    return fit(_config(kitchen_dir), output=tmp_path_factory.mktemp("runs"), quiet=True)
 
 
 def test_merged_sample_sets_integrate_the_sum_of_their_densities():
@@ -186,7 +186,7 @@ def test_a_dynamic_fit_writes_its_streams_and_renders_every_one(dynamic_run):
     assert state["step"] == 20 and "transient" in state
     assert state["transient_config"]["n_frames"] == 24
     assert "dynamic = true" in (dynamic_run / "config.toml").read_text()
-    assert read_config(dynamic_run).background == "black"  # what auto means beside transient streams
+    assert read_config(dynamic_run).background == "black"  # FitConfig's default
     trainer = load_run(dynamic_run)
     frame = trainer.scene.frames[trainer.eval_ids[0]]
     xy = torch.tensor([[10.5, 20.5], [50.5, 40.5], [32.5, 24.5]])
@@ -283,6 +283,38 @@ def test_static_alone_render_is_what_the_static_streams_choice_renders(dynamic_r
     assert torch.allclose(out["static/feature"], alone["feature"], atol=1e-4)
     assert torch.allclose(out["static/opacity"][:, 0], alone["opacity"], atol=1e-4)
     assert torch.allclose(out["rgb"], out["static/rgb"], atol=1e-5)
+
+
+def test_a_background_shows_through_all_streams_and_the_static_field_alone_by_their_transmittance(dynamic_run):
+    """render_streams' colours over a background are its colours over black plus the background
+    times what each render leaves transparent; features stay over zero."""
+    from n3f.render.rays import pixel_rays
+    from n3f.student.render_streams import render_streams
+
+    trainer = load_run(dynamic_run)
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    xy = torch.tensor([[x + 0.5, y + 0.5] for y in range(0, 48, 6) for x in range(0, 64, 6)])
+    origins, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, None)
+    ids = torch.full((len(xy),), trainer.frame_index(frame), dtype=torch.long)
+    w2c = trainer._w2c(torch.tensor(frame.c2w, dtype=torch.float32)[None]).expand(len(xy), -1, -1)
+    background = torch.rand(len(xy), 3, generator=torch.Generator().manual_seed(0))
+    args = (trainer.model, trainer.transient, origins, dirs, ids, w2c, trainer.space, trainer.grid, trainer.step_size)
+    with torch.no_grad():
+        black = render_streams(*args, static_alone=True)
+        over = render_streams(*args, static_alone=True, background=background)
+    for prefix in ("", "static/"):
+        leftover = 1 - black[f"{prefix}opacity"]
+        assert float(leftover.max()) > 0.01  # some light gets through, so the check has teeth
+        assert torch.allclose(over[f"{prefix}rgb"], black[f"{prefix}rgb"] + leftover * background, atol=1e-5)
+        assert torch.equal(over[f"{prefix}feature"], black[f"{prefix}feature"])
+
+
+def test_a_three_stream_fit_over_a_random_background_records_it_and_trains_differently(dynamic_run, kitchen_dir, tmp_path):
+    run = fit(_config(kitchen_dir, background="random"), output=tmp_path, quiet=True)
+    assert read_config(run).background == "random"
+    a = torch.load(latest_checkpoint(run), weights_only=False)
+    b = torch.load(latest_checkpoint(dynamic_run), weights_only=False)
+    assert not torch.equal(a["model"]["encoding.table"], b["model"]["encoding.table"])
 
 
 def test_static_alone_loss_weights_and_gradients():

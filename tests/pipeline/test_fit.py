@@ -172,10 +172,10 @@ def test_a_fit_with_a_decaying_learning_rate_sets_it_and_resumes_exactly(demo_di
     assert all(torch.equal(resumed[k], state["model"][k]) for k in state["model"])
 
 
-def test_a_random_background_is_what_auto_means_for_the_static_student_and_resumes_exactly(demo_dir, tmp_path, crash_and_resume):
+def test_a_fit_over_a_random_background_records_it_and_resumes_exactly(demo_dir, tmp_path, crash_and_resume):
     from n3f.pipeline.fit import read_config
 
-    config = _config(background="auto", eval_every=0)
+    config = _config(background="random", eval_every=0)
     whole = fit(config, output=tmp_path / "whole", quiet=True)
     assert read_config(whole).background == "random"
     black = fit(_config(eval_every=0), output=tmp_path / "black", quiet=True)
@@ -189,10 +189,8 @@ def test_a_random_background_is_what_auto_means_for_the_static_student_and_resum
     assert all(torch.equal(resumed[k], a[k]) for k in a)
 
 
-def test_a_random_background_beside_transient_streams_or_an_unknown_one_is_refused(demo_dir, tmp_path):
-    with pytest.raises(N3FError, match="static student"):
-        fit(_config(background="random", dynamic=True), output=tmp_path, quiet=True)
-    with pytest.raises(N3FError, match="auto, black or random"):
+def test_an_unknown_background_is_refused_before_anything_is_written(demo_dir, tmp_path):
+    with pytest.raises(N3FError, match="black or random"):
         fit(_config(background="grey"), output=tmp_path, quiet=True)
     assert not any(tmp_path.iterdir())  # a refused run leaves no folder
 
