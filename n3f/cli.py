@@ -542,7 +542,7 @@ def fit_command(
     """
     import os
 
-    from n3f.pipeline.fit import FitConfig, fit
+    from n3f.pipeline.fit import BACKGROUNDS, FitConfig, fit
 
     if devices != 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from n3f.pipeline.distributed import launch
@@ -554,8 +554,8 @@ def fit_command(
 
     if mlp_precision not in MLP_PRECISIONS:
         raise N3FError(f"--mlp-precision takes {', '.join(MLP_PRECISIONS)} (got {mlp_precision!r})")
-    if background not in ("random", "black"):
-        raise N3FError(f"--background takes random or black (got {background!r})")
+    if background not in BACKGROUNDS:
+        raise N3FError(f"--background takes {' or '.join(BACKGROUNDS)} (got {background!r})")
     cuda = dev.startswith("cuda")  # the defaults left at 0 or "" are sized for the device
     config = FitConfig(
         scene=scene,

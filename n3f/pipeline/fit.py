@@ -282,10 +282,13 @@ class TrainData:
     rows: torch.Tensor  # (n,) int64 row of each training frame in images and features
 
 
+BACKGROUNDS = ("black", "random")
+
+
 def check_background(config: FitConfig) -> None:
-    """Raise N3FError unless ``config.background`` is ``black`` or ``random``."""
-    if config.background not in ("black", "random"):
-        raise N3FError(f"background must be black or random, got {config.background!r}")
+    """Raise N3FError unless ``config.background`` is one of ``BACKGROUNDS``."""
+    if config.background not in BACKGROUNDS:
+        raise N3FError(f"background must be {' or '.join(BACKGROUNDS)}, got {config.background!r}")
 
 
 def scheduled_learning_rate(lr: float, final: float, step: int, steps: int, warmup: int = 0) -> float:
@@ -1098,7 +1101,6 @@ def fit(
         config = dataclasses.replace(config, mlp_precision=resolve_mlp_precision("auto"))
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
-    check_background(config)
     if resume is not None:
         run_dir = Path(resume)
     elif ctx.is_main:

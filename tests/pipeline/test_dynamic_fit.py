@@ -288,16 +288,11 @@ def test_static_alone_render_is_what_the_static_streams_choice_renders(dynamic_r
 def test_a_background_shows_through_all_streams_and_the_static_field_alone_by_their_transmittance(dynamic_run):
     """render_streams' colours over a background are its colours over black plus the background
     times what each render leaves transparent; features stay over zero."""
-    from n3f.render.rays import pixel_rays
     from n3f.student.render_streams import render_streams
 
     trainer = load_run(dynamic_run)
-    frame = trainer.scene.frames[trainer.eval_ids[0]]
-    xy = torch.tensor([[x + 0.5, y + 0.5] for y in range(0, 48, 6) for x in range(0, 64, 6)])
-    origins, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, None)
-    ids = torch.full((len(xy),), trainer.frame_index(frame), dtype=torch.long)
-    w2c = trainer._w2c(torch.tensor(frame.c2w, dtype=torch.float32)[None]).expand(len(xy), -1, -1)
-    background = torch.rand(len(xy), 3, generator=torch.Generator().manual_seed(0))
+    origins, dirs, ids, w2c = _batch(trainer)
+    background = torch.rand(len(origins), 3, generator=torch.Generator().manual_seed(0))
     args = (trainer.model, trainer.transient, origins, dirs, ids, w2c, trainer.space, trainer.grid, trainer.step_size)
     with torch.no_grad():
         black = render_streams(*args, static_alone=True)
