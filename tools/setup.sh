@@ -49,3 +49,10 @@ if ! .venv/bin/python -m pip install --disable-pip-version-check --no-cache-dir 
   exit 1
 fi
 .venv/bin/python -c "import n3f, torch, open3d, pycolmap, cv2; print('n3f setup: ok (n3f', n3f.__version__ + ', torch', torch.__version__ + ')')"
+# Build the fused CPU kernels now (about 40 s, once per machine and checkout) rather than in the
+# first fit; without a compiler n3f falls back to pure PyTorch and says so.
+echo "n3f setup: building the fused CPU kernels"
+.venv/bin/python -c "
+from n3f.render.cpu_kernels import failure, hashgrid_module
+print('n3f setup: fused CPU kernels ready' if hashgrid_module() is not None else 'n3f setup: fused CPU kernels not built (' + str(failure()) + '); fits will use pure PyTorch')
+"

@@ -51,7 +51,12 @@ def test_layout_follows_instant_ngp():
     torch.testing.assert_close(out[0, :2], torch.tensor([3.0, -2.0]))
 
 
-@pytest.mark.parametrize("config", [TINY, CPU_CONFIG], ids=["tiny", "cpu"])
+# The CPU kernel has a path for 2 features per level (the usual width) and one for any other.
+TINY_F1 = HashGridConfig(n_levels=3, n_features_per_level=1, log2_hashmap_size=6, base_resolution=3, max_resolution=16)
+TINY_F4 = HashGridConfig(n_levels=3, n_features_per_level=4, log2_hashmap_size=6, base_resolution=3, max_resolution=16)
+
+
+@pytest.mark.parametrize("config", [TINY, TINY_F1, TINY_F4, CPU_CONFIG], ids=["tiny", "tiny-f1", "tiny-f4", "cpu"])
 def test_backends_agree(config):
     torch.manual_seed(1)
     a = HashEncoding(config, backend="torch")

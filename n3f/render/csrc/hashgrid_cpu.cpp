@@ -15,6 +15,7 @@ struct Level {
   uint32_t size;
   int64_t offset;
   bool dense;
+  uint32_t mask;  // size - 1 when size is a power of two (then index % size == index & mask), else 0
 };
 
 std::vector<Level> make_levels(const torch::Tensor& scales, const torch::Tensor& resolutions,
@@ -26,7 +27,9 @@ std::vector<Level> make_levels(const torch::Tensor& scales, const torch::Tensor&
   std::vector<Level> levels(s.size(0));
   for (int64_t l = 0; l < s.size(0); ++l) {
     uint64_t res = (uint64_t)r[l];
-    levels[l] = {s[l], (uint32_t)res, (uint32_t)z[l], o[l], res * res * res <= (uint64_t)z[l]};
+    const uint32_t size = (uint32_t)z[l];
+    const bool pow2 = size != 0 && (size & (size - 1)) == 0;
+    levels[l] = {s[l], (uint32_t)res, size, o[l], res * res * res <= (uint64_t)z[l], pow2 ? size - 1 : 0u};
   }
   return levels;
 }
@@ -38,7 +41,8 @@ inline uint32_t corner_row(const Level& lv, uint32_t gx, uint32_t gy, uint32_t g
   } else {
     index = (gx * 1u) ^ (gy * 2654435761u) ^ (gz * 805459861u);
   }
-  return index % lv.size;
+  // An integer division per corner costs more than the rest of the corner's arithmetic.
+  return lv.mask ? (index & lv.mask) : index % lv.size;
 }
 
 template <typename F>
@@ -78,6 +82,21 @@ torch::Tensor hashgrid_forward(torch::Tensor x, torch::Tensor table, torch::Tens
   float* op = out.data_ptr<float>();
   // Level-outer loops keep one level's rows (a few MB) cache-resident while every sample visits it.
   for (int64_t l = 0; l < L; ++l) {
+    if (F == 2) {  // the usual width: accumulate in registers (same order of sums as below)
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        float a0 = 0.f, a1 = 0.f;
+        for_each_corner(xp + 3 * i, levels[l], [&](int64_t row, float w) {
+          const float* t = tp + row * 2;
+          a0 += w * t[0];
+          a1 += w * t[1];
+        });
+        float* o = op + i * L * 2 + l * 2;
+        o[0] = a0;
+        o[1] = a1;
+      }
+      continue;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       float* o = op + i * L * F + l * F;
@@ -104,6 +123,17 @@ torch::Tensor hashgrid_backward(torch::Tensor grad_out, torch::Tensor x, int64_t
   // Threads own whole levels: their rows are disjoint, so no atomics are needed.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t l = 0; l < L; ++l) {
+    if (F == 2) {  // the usual width, with the sample's two gradients held in registers
+      for (int64_t i = 0; i < n; ++i) {
+        const float g0 = gp[i * L * 2 + l * 2], g1 = gp[i * L * 2 + l * 2 + 1];
+        for_each_corner(xp + 3 * i, levels[l], [&](int64_t row, float w) {
+          float* d = dp + row * 2;
+          d[0] += w * g0;
+          d[1] += w * g1;
+        });
+      }
+      continue;
+    }
     for (int64_t i = 0; i < n; ++i) {
       const float* g = gp + i * L * F + l * F;
       for_each_corner(xp + 3 * i, levels[l], [&](int64_t row, float w) {
