@@ -436,7 +436,7 @@ def fit_command(
     teacher_weights: Annotated[
         Path | None, typer.Option("--teacher-weights", help="Teacher weights file (DINO/DINOv2 .pth, timm .pth/.safetensors).")
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps (0: 2000 on CPU, 20000 on CUDA).")] = 0,
+    steps: Annotated[int, typer.Option("--steps", help="Optimisation steps (0: 2400 on CPU, 20000 on CUDA).")] = 0,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-2,
     feature_weight: Annotated[
         float, typer.Option("--feature-weight", help="Weight of the feature loss (teacher features scaled to unit RMS).")
@@ -475,7 +475,14 @@ def fit_command(
             "box get room for their surface inside it (box scenes; LLFF's NDC ignores it).",
         ),
     ] = 0.1,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between held-out evaluations (0: at the end only).")] = 1000,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-every",
+            help="Steps between held-out evaluations (0: at the end only). Default: 1000 on CUDA; on a CPU the end only "
+            "(a mid-run evaluation costs a CPU fit 6-15 s; the progress bar shows the training PSNR meanwhile).",
+        ),
+    ] = None,
     pca: Annotated[int, typer.Option("--pca", help="PCA dimensions of the teacher features.")] = 64,
     mlp_precision: Annotated[
         str,
@@ -501,6 +508,15 @@ def fit_command(
             "match the pixels and fog cannot stand in for walls) or black. Renders always use black.",
         ),
     ] = "random",
+    feature_rendering: Annotated[
+        str,
+        typer.Option(
+            "--feature-rendering",
+            help="How rendered features are made: ray (composite the geometry codes, run the feature head once per ray; "
+            "about 15% faster on a CPU), sample (N3F: the feature head on every sample, features composited) or auto "
+            "(ray for static fits, sample with transient streams).",
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
     dynamic: Annotated[
         bool | None,
@@ -542,7 +558,7 @@ def fit_command(
     """
     import os
 
-    from n3f.pipeline.fit import BACKGROUNDS, FitConfig, fit
+    from n3f.pipeline.fit import BACKGROUNDS, FEATURE_RENDERING_CHOICES, FitConfig, fit
 
     if devices != 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from n3f.pipeline.distributed import launch
@@ -556,19 +572,21 @@ def fit_command(
         raise N3FError(f"--mlp-precision takes {', '.join(MLP_PRECISIONS)} (got {mlp_precision!r})")
     if background not in BACKGROUNDS:
         raise N3FError(f"--background takes {' or '.join(BACKGROUNDS)} (got {background!r})")
+    if feature_rendering not in FEATURE_RENDERING_CHOICES:
+        raise N3FError(f"--feature-rendering takes {', '.join(FEATURE_RENDERING_CHOICES)} (got {feature_rendering!r})")
     cuda = dev.startswith("cuda")  # the defaults left at 0 or "" are sized for the device
     config = FitConfig(
         scene=scene,
         teacher=teacher,
         teacher_options={"weights": str(teacher_weights)} if teacher_weights else {},
         pca=pca,
-        steps=steps or (20000 if cuda else 2000),
+        steps=steps or (20000 if cuda else 2400),
         target_samples=samples or (1 << 16 if cuda else 1 << 15),
         lr=lr,
         feature_weight=feature_weight,
         feature_grad_to_geometry=feature_grad_to_geometry,
         feature_whitening=feature_whitening,
-        eval_every=eval_every,
+        eval_every=(1000 if cuda else 0) if eval_every is None else eval_every,
         device=dev,
         seed=seed,
         grid_preset=grid or ("ngp" if cuda else "cpu"),
@@ -578,6 +596,7 @@ def fit_command(
         error_sampling=error_sampling,
         background=background,
         aabb_margin=aabb_margin,
+        feature_rendering=feature_rendering,
     )
     check_writable(resume or output)
     run = fit(config, output=output, resume=resume, quiet=quiet)

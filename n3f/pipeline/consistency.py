@@ -80,6 +80,7 @@ def view_consistency(trainer, pairs_of_frames: list[tuple[int, int]], stride: in
                     trainer.step_size,
                     density_fn=trainer.model.density,
                     near=trainer.static_near,
+                    decoders=trainer.model.render_decoders(),
                 )["feature"]
             sides.append((teacher, student))
         (ta, sa), (tb, sb) = sides

@@ -202,6 +202,11 @@ class FitConfig:
             and 1) to 26.85 and 26.16, and with ``aabb_margin`` 0.1 to 27.75 and 27.90. On
             demo/kitchen_dynamic it raised static-pixel PSNR from 24.80 to 26.16 dB (README,
             "Random background and a wider box"). Runs from before the option read as black.
+        feature_rendering: ``sample`` (N3F: the feature head on every sample, features
+            composited), ``ray`` (geometry codes composited, the feature head once per ray; see
+            :class:`n3f.student.field.StudentConfig`), or ``auto``: ``ray`` for static fits,
+            ``sample`` with transient streams (whose streams mix per-sample features). ``n3f fit``
+            uses auto. Runs from before the option read as sample.
     """
 
     scene: str = "demo/tabletop"
@@ -261,6 +266,7 @@ class FitConfig:
     static_trim_floor: float = 0.01
     static_trim_after: int = 300
     background: str = "black"
+    feature_rendering: str = "sample"
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -283,6 +289,23 @@ class TrainData:
 
 
 BACKGROUNDS = ("black", "random")
+FEATURE_RENDERING_CHOICES = ("auto", "sample", "ray")
+
+
+def resolve_feature_rendering(config: FitConfig) -> str:
+    """``sample`` or ``ray``: what ``config.feature_rendering`` means for this fit.
+
+    Raises:
+        N3FError: an unknown choice, or ``ray`` with transient streams.
+    """
+    choice = config.feature_rendering
+    if choice not in FEATURE_RENDERING_CHOICES:
+        raise N3FError(f"feature_rendering must be one of {', '.join(FEATURE_RENDERING_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return "sample" if config.dynamic else "ray"
+    if choice == "ray" and config.dynamic:
+        raise N3FError("--feature-rendering ray needs a static fit: transient streams mix per-sample features; use sample or auto")
+    return choice
 
 
 def check_background(config: FitConfig) -> None:
@@ -388,6 +411,7 @@ class Trainer:
             sh_degree=config.sh_degree,
             code_dim=config.code_dim,
             mlp_precision=config.mlp_precision,
+            feature_rendering=resolve_feature_rendering(config),
         )
         self.model = StudentField(student, box).to(self.device)
         self.grid = OccupancyGrid(box, config.grid_resolution).to(self.device)
@@ -513,8 +537,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def field_fn(self, features: bool = True):
+        """The student as a ``render_rays`` field; pass ``decoders=self.model.render_decoders(features)``
+        with it (per-ray feature rendering returns codes here)."""
         model = self.model
-        return lambda points, dirs: model(points, dirs, features=features)
+        per_sample = model.config.feature_rendering == "sample"
+        return lambda points, dirs: model(points, dirs, features=features, decode_features=per_sample)
 
     def train_step(self) -> dict:
         cfg = self.config
@@ -576,6 +603,7 @@ class Trainer:
             detach_weights=detach,
             background=None if background is None else {"rgb": background.to(self.device)},
             density_fn=self.model.density,
+            decoders=self.model.render_decoders(),
             return_samples=cfg.distortion_weight > 0,
             near_gradient_distance=cfg.near_gradient_distance * self.step_size * cfg.march_steps / 2 or None,
         )
@@ -633,7 +661,9 @@ class Trainer:
             finite = float(loss.detach())
         if not math.isfinite(finite):
             raise FloatingPointError(f"loss is {finite}")
-        if not torch.isfinite(self.model.encoding.table).all():
+        # One sum instead of an elementwise test: NaN and infinities propagate into it, and it
+        # reads the table once (an elementwise isfinite cost about 3% of a CPU step).
+        if not math.isfinite(float(self.model.encoding.table.detach().sum())):
             raise FloatingPointError("the hash table holds NaN or infinite values")
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
@@ -815,6 +845,7 @@ class Trainer:
                 density_fn=(field or self.model).density,
                 surface_window=surface_window,
                 near=self.static_near,
+                decoders=None if field is not None else self.model.render_decoders(features),
             )
             for k, v in out.items():
                 if k != "n_samples":
@@ -1082,6 +1113,8 @@ def fit(
     if not 0 <= config.error_sampling <= 1:
         raise N3FError(f"error_sampling is a share of the rays, between 0 and 1 (got {config.error_sampling})")
     check_background(config)  # a bad name fails before the scene is loaded
+    if config.feature_rendering not in FEATURE_RENDERING_CHOICES:
+        resolve_feature_rendering(config)  # raises, naming the choices
     if config.aabb_margin < 0:
         raise N3FError(f"aabb_margin grows the scene box by a share of its half-size, at least 0 (got {config.aabb_margin})")
     if config.error_sampling > 0 and config.error_tile < 1:
@@ -1101,6 +1134,7 @@ def fit(
         config = dataclasses.replace(config, mlp_precision=resolve_mlp_precision("auto"))
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
+    config = dataclasses.replace(config, feature_rendering=resolve_feature_rendering(config))
     if resume is not None:
         run_dir = Path(resume)
     elif ctx.is_main:

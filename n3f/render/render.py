@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from n3f.render.sampling import OccupancyGrid, march
-from n3f.render.volume import composite, render_weight_from_density, surface_composite
+from n3f.render.volume import composite, decode_composited, render_weight_from_density, surface_composite
 
 
 def render_rays(
@@ -31,6 +31,7 @@ def render_rays(
     surface_window: float | None = None,
     near_gradient_distance: float | None = None,
     near: float = 0.0,
+    decoders: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Render world rays.
 
@@ -54,12 +55,17 @@ def render_rays(
         surface_window: when given, also composite every channel near each ray's most visible
             surface only (see :func:`~n3f.render.volume.surface_composite`; window in space units):
             ``surface/<channel>``, ``surface/depth`` (world distance) and ``surface/share``.
+        decoders: channel -> decoder, for channels the field returns as a code to be decoded
+            once per ray after compositing (see :func:`~n3f.render.volume.decode_composited`);
+            surface composites are decoded too.
 
     Returns:
         Composited channels (n_rays, C), ``opacity`` and ``depth`` (world distance along the ray),
         and ``n_samples`` (a 0-d tensor). With ``return_samples``, also the packed samples under
         ``samples``: a dict of ``weights``, ``t_starts``, ``t_ends`` and ``ray_indices`` (n,).
     """
+    if decoders and background and set(decoders) & set(background):
+        raise ValueError(f"decoded channels are composited over black; no background for {sorted(set(decoders) & set(background))}")
     o, d, t_max = space.to_space(origins, dirs)
     ray_indices, t_starts, t_ends = march(
         o, d, grid, space.aabb.to(o), step, near=near, far=float(t_max.max()) if len(t_max) else 1e10, jitter=jitter
@@ -83,10 +89,18 @@ def render_rays(
         values = {k: _scale_gradient(v, scale) for k, v in values.items()}
     weights, _, _ = render_weight_from_density(t_starts, t_ends, values.pop("sigma"), ray_indices)
     out = composite(weights, values, t_mids, ray_indices, n_rays, background=background, detach_weights=detach_weights)
+    for name, decoder in (decoders or {}).items():
+        if name in out:
+            opacity = out["opacity"].detach() if name in detach_weights else out["opacity"]
+            out[name] = decode_composited(out[name], opacity, decoder)
     if surface_window is not None:
         surface = surface_composite(
             weights.detach(), {k: v.detach() for k, v in values.items()}, t_mids, ray_indices, n_rays, surface_window
         )
+        with torch.no_grad():  # surface composites carry no gradients
+            for name, decoder in (decoders or {}).items():
+                if name in surface:
+                    surface[name] = decoder(surface[name])  # already normalised by the window's weight
         surface["depth"] = space.world_depth(origins, dirs, surface["depth"][:, 0])[:, None]
         out.update({f"surface/{k}": v for k, v in surface.items()})
     out["depth"] = space.world_depth(origins, dirs, out["depth"][:, 0])[:, None]

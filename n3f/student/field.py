@@ -56,6 +56,12 @@ class StudentConfig:
             machines (README command 1: 23.33 dB on one CPU, 18.98 dB on another, float32 24.57
             dB on both), so it is opt-in. The hash encoding, activations of density and colour,
             and compositing stay float32.
+        feature_rendering: how rendered features are made. ``sample`` (N3F): the feature head
+            runs on every sample and the features are composited. ``ray``: the geometry codes are
+            composited and the head runs once per ray on the ray's mean code (deferred decoding,
+            :func:`n3f.render.volume.decode_composited`); on demo/tabletop it made a CPU step about
+            15% faster at the same held-out PSNR and feature cosine (README). Features at a 3D
+            point are ``feature_head(code(point))`` either way.
     """
 
     grid: HashGridConfig = CPU_CONFIG
@@ -66,6 +72,7 @@ class StudentConfig:
     backend: str = "auto"
     density_bias: float = -1.0
     mlp_precision: str = "auto"
+    feature_rendering: str = "sample"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,6 +86,7 @@ class StudentConfig:
 
 
 MLP_PRECISIONS = ("auto", "fp32", "bf16")
+FEATURE_RENDERINGS = ("sample", "ray")
 
 
 @lru_cache(maxsize=1)
@@ -161,12 +169,25 @@ class StudentField(nn.Module):
         """(N, 3) points -> (N,) densities (per unit of march-space distance)."""
         return self._geometry(points)[0]
 
-    def forward(self, points: torch.Tensor, dirs: torch.Tensor, features: bool = True, colour: bool = True) -> dict[str, torch.Tensor]:
+    def decode_features(self, code: torch.Tensor) -> torch.Tensor:
+        """(N, code_dim) geometry codes -> (N, feature_dim) features (the feature head)."""
+        return run_mlp(self.feature_head, code, self.config.mlp_precision)
+
+    def render_decoders(self, features: bool = True) -> dict | None:
+        """The ``decoders`` argument of :func:`n3f.render.render.render_rays` for a field called
+        with ``decode_features=False`` (None when features are rendered per sample)."""
+        return {"feature": self.decode_features} if features and self.config.feature_rendering == "ray" else None
+
+    def forward(
+        self, points: torch.Tensor, dirs: torch.Tensor, features: bool = True, colour: bool = True, decode_features: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Evaluate the field.
 
         Args:
             points: (N, 3) sample positions; dirs: (N, 3) unit viewing directions.
             features, colour: which heads to run.
+            decode_features: False returns the geometry code (N, code_dim) as ``feature``, for
+                renderers that decode per ray (:meth:`render_decoders`).
 
         Returns:
             ``sigma`` (N,), and ``rgb`` (N, 3) in [0, 1] and ``feature`` (N, feature_dim) if asked.
@@ -178,5 +199,5 @@ class StudentField(nn.Module):
             view = torch.cat([code, spherical_harmonics(dirs, self.config.sh_degree)], -1)
             out["rgb"] = torch.sigmoid(run_mlp(self.colour_head, view, precision))
         if features:
-            out["feature"] = run_mlp(self.feature_head, code, precision)
+            out["feature"] = self.decode_features(code) if decode_features else code
         return out

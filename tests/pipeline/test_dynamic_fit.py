@@ -187,6 +187,7 @@ def test_a_dynamic_fit_writes_its_streams_and_renders_every_one(dynamic_run):
     assert state["transient_config"]["n_frames"] == 24
     assert "dynamic = true" in (dynamic_run / "config.toml").read_text()
     assert read_config(dynamic_run).background == "black"  # FitConfig's default
+    assert read_config(dynamic_run).feature_rendering == "sample" and state["student_config"]["feature_rendering"] == "sample"
     trainer = load_run(dynamic_run)
     frame = trainer.scene.frames[trainer.eval_ids[0]]
     xy = torch.tensor([[10.5, 20.5], [50.5, 40.5], [32.5, 24.5]])

@@ -60,6 +60,10 @@ def test_cli_pipeline_on_an_epic_diff_scene(epic_diff_dir, tmp_path, monkeypatch
     assert f'feature_cache = "{cache}"' in config  # the cache of `n3f features`, reused
     assert "march_steps = 256" in config and 'grid_preset = "cpu"' in config  # the CPU defaults of `n3f fit`
     assert 'background = "random"' in config and "aabb_margin = 0.1" in config  # `n3f fit`'s defaults
+    from n3f.pipeline.fit import read_config
+
+    recorded = read_config(run)  # --feature-rendering auto, resolved and recorded
+    assert recorded.feature_rendering == ("sample" if recorded.dynamic else "ray")
     assert (run / "checkpoints" / "step-0000030.pt").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in rows if "eval/psnr" in r][-1]

@@ -204,3 +204,61 @@ def test_runs_from_before_the_background_option_read_as_black(tmp_path):
     del doc["background"]
     (tmp_path / "config.toml").write_text(dumps_toml(doc))
     assert read_config(tmp_path).background == "black"
+
+
+def test_a_fit_rendering_features_per_ray_records_it_resumes_exactly_and_renders_alike(short_run, tmp_path, crash_and_resume):
+    from n3f.pipeline.fit import load_run, read_config
+
+    config = _config(feature_rendering="ray", eval_every=0)
+    whole = fit(config, output=tmp_path / "whole", quiet=True)
+    assert read_config(whole).feature_rendering == "ray"
+    state = torch.load(latest_checkpoint(whole), weights_only=False)
+    assert state["student_config"]["feature_rendering"] == "ray"
+    sample = torch.load(short_run / "checkpoints" / "step-0000040.pt", weights_only=False)["model"]
+    assert not torch.equal(state["model"]["feature_head.0.weight"], sample["feature_head.0.weight"])
+    run = crash_and_resume(config, tmp_path / "cut", 27, "step-0000020.pt")
+    assert _metrics(run) == _metrics(whole)
+    # a loaded run renders its features per ray: the head applied to the mean code, as in training
+    trainer = load_run(whole)
+    assert trainer.model.config.feature_rendering == "ray"
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    r = trainer.render_pixels(frame, torch.tensor([[10.5, 12.5], [30.5, 20.5]]))
+    assert r["feature"].shape == (2, trainer.model.config.feature_dim)
+    from n3f.render.rays import pixel_rays
+    from n3f.render.render import render_rays
+
+    o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), torch.tensor([[10.5, 12.5], [30.5, 20.5]]))
+    with torch.no_grad():
+        codes = render_rays(trainer.field_fn(), o, d, trainer.space, trainer.grid, trainer.step_size, density_fn=trainer.model.density)
+        expected = codes["opacity"] * trainer.model.feature_head(codes["feature"] / codes["opacity"])
+    assert codes["feature"].shape == (2, trainer.model.config.code_dim)
+    torch.testing.assert_close(r["feature"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_feature_rendering_auto_means_ray_for_static_fits_and_bad_choices_are_refused(demo_dir, tmp_path):
+    from n3f.pipeline.fit import read_config, resolve_feature_rendering
+
+    assert resolve_feature_rendering(_config(feature_rendering="auto")) == "ray"
+    assert resolve_feature_rendering(_config(feature_rendering="auto", dynamic=True)) == "sample"
+    with pytest.raises(N3FError, match="needs a static fit"):
+        resolve_feature_rendering(_config(feature_rendering="ray", dynamic=True))
+    with pytest.raises(N3FError, match="auto, sample, ray"):
+        fit(_config(feature_rendering="deferred"), output=tmp_path, quiet=True)
+    assert not any(tmp_path.iterdir())  # a refused run leaves no folder
+    run = fit(_config(feature_rendering="auto", steps=2, eval_every=0), output=tmp_path, quiet=True)
+    assert read_config(run).feature_rendering == "ray"  # the config records what auto meant
+
+
+def test_runs_from_before_the_feature_rendering_option_read_as_per_sample(tmp_path):
+    from n3f.config import dumps_toml, load_toml
+    from n3f.pipeline.fit import read_config, write_config
+    from n3f.student.field import StudentConfig
+
+    write_config(tmp_path, _config(feature_rendering="ray"), {})
+    doc = load_toml(tmp_path / "config.toml")
+    del doc["feature_rendering"]
+    (tmp_path / "config.toml").write_text(dumps_toml(doc))
+    assert read_config(tmp_path).feature_rendering == "sample"
+    legacy = StudentConfig().to_dict()
+    del legacy["feature_rendering"]
+    assert StudentConfig.from_dict(legacy).feature_rendering == "sample"

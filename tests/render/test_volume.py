@@ -133,3 +133,65 @@ def test_near_gradient_scaling_changes_gradients_not_values():
     assert torch.equal(outs[0], outs[1])  # forward untouched
     assert not torch.allclose(grads[0], grads[1])  # near samples pass on less gradient
     assert torch.allclose(grads[0], grads[2])  # a vanishing distance scales nothing
+
+
+def _code_field(weight):
+    """A field of density and a 5-d code, both smooth functions of the point."""
+
+    def field(points, dirs):
+        h = torch.tanh(points @ weight)
+        return {"sigma": torch.nn.functional.softplus(h[:, 0]) * 20, "code": h[:, 1:]}
+
+    return field
+
+
+def test_per_ray_decoding_equals_per_sample_rendering_for_an_affine_decoder():
+    from n3f.render.render import render_rays
+    from n3f.render.spaces import BoxSpace
+
+    torch.manual_seed(0)
+    weight = torch.randn(3, 6, requires_grad=True)
+    affine = torch.nn.Linear(5, 7)
+    field = _code_field(weight)
+
+    def decoded(points, dirs):
+        out = field(points, dirs)
+        return {"sigma": out["sigma"], "code": affine(out["code"])}
+
+    space = BoxSpace(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    o = torch.zeros(64, 3)
+    o[32:] = 5.0  # outside the box: no samples, opacity 0
+    d = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    kw = dict(detach_weights=("code",), surface_window=0.05)
+    per_sample = render_rays(decoded, o, d, space, None, 0.01, **kw)
+    per_ray = render_rays(field, o, d, space, None, 0.01, decoders={"code": affine}, **kw)
+    assert per_ray["code"].shape == (64, 7)
+    opacity = per_ray["opacity"].detach()
+    assert float(opacity[:32].min()) > 0.5 and float(opacity[32:].abs().max()) == 0.0
+    torch.testing.assert_close(per_ray["code"], per_sample["code"], atol=1e-5, rtol=1e-5)
+    assert float(per_ray["code"].detach()[32:].abs().max()) == 0.0  # an empty ray decodes to nothing, not to the bias
+    # surface composites are normalised: there an affine decoder applies to the window's mean code
+    torch.testing.assert_close(per_ray["surface/code"][:32], per_sample["surface/code"][:32], atol=1e-5, rtol=1e-5)
+    # gradients reach the decoder and, through the detached weights, only the codes
+    (g_ray,) = torch.autograd.grad(per_ray["code"].sum(), weight)
+    (g_sample,) = torch.autograd.grad(per_sample["code"].sum(), weight)
+    torch.testing.assert_close(g_ray, g_sample, atol=1e-4, rtol=1e-4)
+
+
+def test_per_ray_decoding_differs_from_per_sample_for_a_nonlinear_decoder_and_refuses_a_background():
+    from n3f.render.render import render_rays
+    from n3f.render.spaces import BoxSpace
+
+    torch.manual_seed(1)
+    weight = torch.randn(3, 6)
+    field = _code_field(weight)
+    square = lambda c: c.square()  # noqa: E731
+    space = BoxSpace(torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    o = torch.zeros(16, 3)
+    d = torch.nn.functional.normalize(torch.randn(16, 3), dim=-1)
+    per_ray = render_rays(field, o, d, space, None, 0.01, decoders={"code": square})
+    plain = render_rays(field, o, d, space, None, 0.01)
+    # by definition: opacity * decoder(mean code)
+    torch.testing.assert_close(per_ray["code"], plain["opacity"] * (plain["code"] / plain["opacity"]).square())
+    with pytest.raises(ValueError, match="composited over black"):
+        render_rays(field, o, d, space, None, 0.01, decoders={"code": square}, background={"code": torch.ones(5)})
