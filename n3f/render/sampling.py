@@ -134,6 +134,11 @@ def march(
     if k_max == 0:
         empty = torch.zeros(0, device=origins.device)
         return empty.long(), empty, empty
+    kernels = _march_kernels(origins, grid)
+    if kernels is not None:  # the fused kernel: same samples, without the (n_rays, k_max) candidates in memory
+        offset = torch.full_like(t_near, 0.5) if jitter is None else jitter.to(t_near.dtype)
+        ray_indices, t_mid = kernels.march_occupied(origins, dirs, t_near, t_far, n_steps, offset, float(step), grid.occupied, grid.aabb)
+        return ray_indices, t_mid - step / 2, t_mid + step / 2
     k = torch.arange(k_max, device=origins.device)
     valid = k[None, :] < n_steps[:, None]
     ray_indices, ks = torch.nonzero(valid, as_tuple=True)
@@ -145,6 +150,19 @@ def march(
         keep &= grid.is_occupied(points)
     ray_indices, t_mid = ray_indices[keep], t_mid[keep]
     return ray_indices, t_mid - step / 2, t_mid + step / 2
+
+
+def _march_kernels(origins: torch.Tensor, grid: OccupancyGrid | None):
+    """The fused CPU kernels when they apply to this march (a grid, float32 CPU tensors), else None."""
+    if grid is None or origins.device.type != "cpu" or origins.dtype != torch.float32 or not _USE_MARCH_KERNEL:
+        return None
+    from n3f.render.cpu_kernels import hashgrid_module
+
+    return hashgrid_module()
+
+
+# Tests switch this off to compare the kernel with the PyTorch form it replaces.
+_USE_MARCH_KERNEL = True
 
 
 def stratified(

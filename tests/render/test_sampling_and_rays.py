@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from n3f.render.rays import pixel_grid, pixel_rays, ray_aabb_intersect, undistort_pixels
@@ -43,6 +44,27 @@ def test_march_keeps_only_occupied_samples():
     # without a grid every step inside the box is kept
     rays, t0, _ = march(origins[:1], dirs[:1], None, BOX, step=0.01)
     assert len(t0) == 200
+
+
+@pytest.mark.parametrize("jittered", [False, True], ids=["centres", "jittered"])
+def test_the_fused_march_kernel_gives_exactly_the_samples_of_the_pytorch_march(monkeypatch, jittered):
+    import n3f.render.sampling as sampling
+    from n3f.render.cpu_kernels import hashgrid_module
+
+    assert hashgrid_module() is not None, "the fused CPU kernels should build on this machine"
+    g = torch.Generator().manual_seed(4)
+    grid = OccupancyGrid(BOX * 1.1, resolution=24)  # a grid box unlike the march box
+    grid.occupied.copy_(torch.rand(24, 24, 24, generator=g) < 0.3)
+    origins = torch.randn(500, 3, generator=g)  # inside and outside the box, some rays missing it
+    dirs = torch.nn.functional.normalize(torch.randn(500, 3, generator=g), dim=-1)
+    jitter = torch.rand(500, generator=g) if jittered else None
+    kw = dict(near=0.05, far=4.0, jitter=jitter, max_samples_per_ray=150)
+    fused = march(origins, dirs, grid, BOX, 0.013, **kw)
+    monkeypatch.setattr(sampling, "_USE_MARCH_KERNEL", False)
+    plain = march(origins, dirs, grid, BOX, 0.013, **kw)
+    assert len(plain[0]) > 1000 and len(set(plain[0].tolist())) > 100
+    for a, b in zip(fused, plain):
+        assert a.dtype == b.dtype and torch.equal(a, b)
 
 
 def test_stratified_covers_bounds():

@@ -1,8 +1,10 @@
 // Multiresolution hash encoding on the CPU: fused forward and backward (OpenMP over samples).
 // Same scheme and parameter layout as n3f/render/encoding.py's torch backend and tiny-cuda-nn.
 #include <torch/extension.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -174,7 +176,83 @@ void sparse_adam_step(torch::Tensor param, torch::Tensor grad, torch::Tensor exp
   }
 }
 
+// Ray marching through an occupancy grid (n3f/render/sampling.py's march, same float32 arithmetic
+// in the same order, so both give identical samples). Two passes over the rays: count the kept
+// samples of each ray, then write them at their offsets; rays are independent (OpenMP over rays).
+std::vector<torch::Tensor> march_occupied(torch::Tensor origins, torch::Tensor dirs, torch::Tensor t_near,
+                                          torch::Tensor t_far, torch::Tensor n_steps, torch::Tensor offset,
+                                          double step, torch::Tensor occupied, torch::Tensor aabb) {
+  TORCH_CHECK(origins.dtype() == torch::kFloat32 && dirs.dtype() == torch::kFloat32 && t_near.dtype() == torch::kFloat32 &&
+                  t_far.dtype() == torch::kFloat32 && offset.dtype() == torch::kFloat32 && aabb.dtype() == torch::kFloat32,
+              "float32 expected");
+  TORCH_CHECK(occupied.dtype() == torch::kBool && occupied.dim() == 3, "occupied must be an (R, R, R) bool grid");
+  origins = origins.contiguous();
+  dirs = dirs.contiguous();
+  t_near = t_near.contiguous();
+  t_far = t_far.contiguous();
+  offset = offset.contiguous();
+  n_steps = n_steps.to(torch::kInt64).contiguous();
+  occupied = occupied.contiguous();
+  aabb = aabb.contiguous();
+  const int64_t n = origins.size(0), R = occupied.size(0);
+  const float* o = origins.data_ptr<float>();
+  const float* d = dirs.data_ptr<float>();
+  const float* tn = t_near.data_ptr<float>();
+  const float* tf = t_far.data_ptr<float>();
+  const float* off = offset.data_ptr<float>();
+  const int64_t* ns = n_steps.data_ptr<int64_t>();
+  const bool* occ = occupied.data_ptr<bool>();
+  const float* box = aabb.data_ptr<float>();
+  const float stepf = (float)step, Rf = (float)R, top = (float)(1.0 - 1e-6);
+  float lo[3], size[3];
+  for (int a = 0; a < 3; ++a) {
+    lo[a] = box[a];
+    size[a] = box[3 + a] - box[a];
+  }
+  // the k-th candidate of ray i: its midpoint, and whether it lies in an occupied cell
+  auto candidate = [&](int64_t i, int64_t k, float& t) -> bool {
+    t = tn[i] + ((float)k + off[i]) * stepf;
+    if (!(t < tf[i])) return false;
+    int64_t ijk[3];
+    for (int a = 0; a < 3; ++a) {
+      const float p = o[3 * i + a] + t * d[3 * i + a];
+      const float u = (p - lo[a]) / size[a];
+      if (!(u >= 0.f && u < 1.f)) return false;
+      const float c = std::min(std::max(u, 0.f), top);
+      ijk[a] = (int64_t)(c * Rf);
+    }
+    return occ[(ijk[0] * R + ijk[1]) * R + ijk[2]];
+  };
+  std::vector<int64_t> counts(n + 1, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t c = 0;
+    float t;
+    for (int64_t k = 0; k < ns[i]; ++k) c += candidate(i, k, t);
+    counts[i + 1] = c;
+  }
+  for (int64_t i = 0; i < n; ++i) counts[i + 1] += counts[i];
+  auto ray_indices = torch::empty({counts[n]}, torch::kInt64);
+  auto t_mid = torch::empty({counts[n]}, torch::kFloat32);
+  int64_t* ri = ray_indices.data_ptr<int64_t>();
+  float* tm = t_mid.data_ptr<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t at = counts[i];
+    float t;
+    for (int64_t k = 0; k < ns[i]; ++k) {
+      if (candidate(i, k, t)) {
+        ri[at] = i;
+        tm[at] = t;
+        ++at;
+      }
+    }
+  }
+  return {ray_indices, t_mid};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("march_occupied", &march_occupied, "march rays through an occupancy grid (CPU, float32)");
   m.def("sparse_adam_step", &sparse_adam_step, "Adam step skipping zero gradients (CPU, float32)");
   m.def("forward", &hashgrid_forward, "hash grid forward (CPU)");
   m.def("backward", &hashgrid_backward, "hash grid backward into a dense table gradient (CPU)");
