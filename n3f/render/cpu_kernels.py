@@ -2,9 +2,10 @@
 
 The hash grid's pure-PyTorch form builds (N, L, 8) index and weight tensors and spends its time
 in memory traffic; the fused kernel in ``csrc/hashgrid_cpu.cpp`` walks each sample's corners in
-registers (OpenMP over samples). The first use compiles it (about 40 s, needs a C++ compiler and
-ninja); later processes load the cached build in about a second. When compilation is impossible,
-callers fall back to the pure-PyTorch form and say so once.
+registers (OpenMP over samples). The same module holds the hash table's sparse Adam step and the
+march through an occupancy grid. ``tools/setup.sh`` compiles it (about 40 s, needs a C++ compiler
+and ninja), or else the first use does; later processes load the cached build in about a second.
+When compilation is impossible, callers fall back to the pure-PyTorch forms and say so once.
 """
 
 from __future__ import annotations
