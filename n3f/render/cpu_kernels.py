@@ -42,7 +42,12 @@ def hashgrid_module():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     _MODULE = load(
-                        "n3f_hashgrid_cpu", [str(source)], extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False
+                        "n3f_hashgrid_cpu",
+                        [str(source)],
+                        extra_cflags=["-O3", "-fopenmp"],
+                        extra_ldflags=["-fopenmp"],
+                        build_directory=_build_directory(),
+                        verbose=False,
                     )
             except Exception as exc:  # no compiler, no ninja, a build error
                 _FAILED = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
@@ -51,6 +56,18 @@ def hashgrid_module():
                     stacklevel=2,
                 )
     return _MODULE
+
+
+def _build_directory() -> str | None:
+    """Where the build lives: inside this environment (``<venv>/n3f-kernels``) when it is writable,
+    else PyTorch's shared cache (None). Two checkouts with their own environments would otherwise
+    share one build folder and rebuild it, 40 s each time, whenever the other one last built it."""
+    folder = Path(sys.prefix) / "n3f-kernels"
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return str(folder) if os.access(folder, os.W_OK) else None
 
 
 def failure() -> str | None:
