@@ -43,7 +43,7 @@ from n3f.errors import N3FError
 from n3f.io import atomic_write_bytes, atomic_write_text, safe_name
 from n3f.pipeline import distributed
 from n3f.render.encoding import CPU_CONFIG, NGP_CONFIG, HashGridConfig
-from n3f.student.field import StudentConfig
+from n3f.student.field import FEATURE_RENDERINGS, StudentConfig
 
 SCHEMA_VERSION = 1
 
@@ -289,7 +289,7 @@ class TrainData:
 
 
 BACKGROUNDS = ("black", "random")
-FEATURE_RENDERING_CHOICES = ("auto", "sample", "ray")
+FEATURE_RENDERING_CHOICES = ("auto", *FEATURE_RENDERINGS)
 
 
 def resolve_feature_rendering(config: FitConfig) -> str:

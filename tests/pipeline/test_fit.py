@@ -195,15 +195,21 @@ def test_an_unknown_background_is_refused_before_anything_is_written(demo_dir, t
     assert not any(tmp_path.iterdir())  # a refused run leaves no folder
 
 
-def test_runs_from_before_the_background_option_read_as_black(tmp_path):
+def _read_without(tmp_path, option: str, **settings) -> FitConfig:
+    """The config of a run written with ``settings`` whose config.toml then lost ``option``
+    (a run from before the option), read back."""
     from n3f.config import dumps_toml, load_toml
     from n3f.pipeline.fit import read_config, write_config
 
-    write_config(tmp_path, _config(background="random"), {})
+    write_config(tmp_path, _config(**settings), {})
     doc = load_toml(tmp_path / "config.toml")
-    del doc["background"]
+    del doc[option]
     (tmp_path / "config.toml").write_text(dumps_toml(doc))
-    assert read_config(tmp_path).background == "black"
+    return read_config(tmp_path)
+
+
+def test_runs_from_before_the_background_option_read_as_black(tmp_path):
+    assert _read_without(tmp_path, "background", background="random").background == "black"
 
 
 def test_a_fit_rendering_features_per_ray_records_it_resumes_exactly_and_renders_alike(short_run, tmp_path, crash_and_resume):
@@ -222,12 +228,13 @@ def test_a_fit_rendering_features_per_ray_records_it_resumes_exactly_and_renders
     trainer = load_run(whole)
     assert trainer.model.config.feature_rendering == "ray"
     frame = trainer.scene.frames[trainer.eval_ids[0]]
-    r = trainer.render_pixels(frame, torch.tensor([[10.5, 12.5], [30.5, 20.5]]))
+    xy = torch.tensor([[10.5, 12.5], [30.5, 20.5]])
+    r = trainer.render_pixels(frame, xy)
     assert r["feature"].shape == (2, trainer.model.config.feature_dim)
     from n3f.render.rays import pixel_rays
     from n3f.render.render import render_rays
 
-    o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), torch.tensor([[10.5, 12.5], [30.5, 20.5]]))
+    o, d = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy)
     with torch.no_grad():
         codes = render_rays(trainer.field_fn(), o, d, trainer.space, trainer.grid, trainer.step_size, density_fn=trainer.model.density)
         expected = codes["opacity"] * trainer.model.feature_head(codes["feature"] / codes["opacity"])
@@ -250,15 +257,9 @@ def test_feature_rendering_auto_means_ray_for_static_fits_and_bad_choices_are_re
 
 
 def test_runs_from_before_the_feature_rendering_option_read_as_per_sample(tmp_path):
-    from n3f.config import dumps_toml, load_toml
-    from n3f.pipeline.fit import read_config, write_config
     from n3f.student.field import StudentConfig
 
-    write_config(tmp_path, _config(feature_rendering="ray"), {})
-    doc = load_toml(tmp_path / "config.toml")
-    del doc["feature_rendering"]
-    (tmp_path / "config.toml").write_text(dumps_toml(doc))
-    assert read_config(tmp_path).feature_rendering == "sample"
+    assert _read_without(tmp_path, "feature_rendering", feature_rendering="ray").feature_rendering == "sample"
     legacy = StudentConfig().to_dict()
     del legacy["feature_rendering"]
     assert StudentConfig.from_dict(legacy).feature_rendering == "sample"
