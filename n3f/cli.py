@@ -517,6 +517,15 @@ def fit_command(
             "(ray for static fits, sample with transient streams).",
         ),
     ] = "auto",
+    contraction: Annotated[
+        str,
+        typer.Option(
+            "--contraction",
+            help="Space of a scene that is not forward-facing: none (its box; what lies beyond is painted on the box's "
+            "walls), sphere (the box plus the whole world beyond it, contracted into a shell: for captures with a far "
+            "background) or auto (what the scene says: sphere for EPIC-KITCHENS).",
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "auto",
     dynamic: Annotated[
         bool | None,
@@ -553,12 +562,13 @@ def fit_command(
       n3f fit --scene demo/tabletop
       n3f fit --scene llff/fern --steps 4000 --eval-every 2000
       n3f fit --scene demo/kitchen_dynamic            (transient streams on: the recipe says dynamic)
+      n3f fit --scene demo/tabletop_unbounded         (walls beyond the box: contracted, the recipe says sphere)
       n3f fit --resume runs/demo_tabletop/effnet_lite0/20261122-101500
       n3f fit --scene demo/tabletop --devices 2         (2 processes; same as torchrun --nproc-per-node 2 -m n3f fit ...)
     """
     import os
 
-    from n3f.pipeline.fit import BACKGROUNDS, FEATURE_RENDERING_CHOICES, FitConfig, fit
+    from n3f.pipeline.fit import BACKGROUNDS, CONTRACTION_CHOICES, FEATURE_RENDERING_CHOICES, FitConfig, fit
 
     if devices != 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from n3f.pipeline.distributed import launch
@@ -574,6 +584,8 @@ def fit_command(
         raise N3FError(f"--background takes {' or '.join(BACKGROUNDS)} (got {background!r})")
     if feature_rendering not in FEATURE_RENDERING_CHOICES:
         raise N3FError(f"--feature-rendering takes {', '.join(FEATURE_RENDERING_CHOICES)} (got {feature_rendering!r})")
+    if contraction not in CONTRACTION_CHOICES:
+        raise N3FError(f"--contraction takes {', '.join(CONTRACTION_CHOICES)} (got {contraction!r})")
     cuda = dev.startswith("cuda")  # the defaults left at 0 or "" are sized for the device
     config = FitConfig(
         scene=scene,
@@ -597,6 +609,7 @@ def fit_command(
         background=background,
         aabb_margin=aabb_margin,
         feature_rendering=feature_rendering,
+        contraction=contraction,
     )
     check_writable(resume or output)
     run = fit(config, output=output, resume=resume, quiet=quiet)

@@ -207,6 +207,11 @@ class FitConfig:
             :class:`n3f.student.field.StudentConfig`), or ``auto``: ``ray`` for static fits,
             ``sample`` with transient streams (whose streams mix per-sample features). ``n3f fit``
             uses auto. Runs from before the option read as sample.
+        contraction: the space of a scene that is not forward-facing: ``none`` (its box),
+            ``sphere`` (the box plus the world beyond it, contracted; see
+            :class:`n3f.render.spaces.ContractedSpace`), or ``auto``: what the scene says
+            (``sphere`` for EPIC-KITCHENS and demo/tabletop_unbounded). Forward-facing (NDC)
+            scenes keep NDC. ``n3f fit`` uses auto. Runs from before the option read as none.
     """
 
     scene: str = "demo/tabletop"
@@ -267,6 +272,7 @@ class FitConfig:
     static_trim_after: int = 300
     background: str = "black"
     feature_rendering: str = "sample"
+    contraction: str = "none"
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -305,6 +311,25 @@ def resolve_feature_rendering(config: FitConfig) -> str:
         return "sample" if config.dynamic else "ray"
     if choice == "ray" and config.dynamic:
         raise N3FError("--feature-rendering ray needs a static fit: transient streams mix per-sample features; use sample or auto")
+    return choice
+
+
+CONTRACTION_CHOICES = ("auto", "none", "sphere")
+
+
+def resolve_contraction(config: FitConfig, scene) -> str:
+    """``none`` or ``sphere``: what ``config.contraction`` means for ``scene``.
+
+    Raises:
+        N3FError: an unknown choice, or ``sphere`` for a forward-facing (NDC) scene.
+    """
+    choice = config.contraction
+    if choice not in CONTRACTION_CHOICES:
+        raise N3FError(f"contraction must be one of {', '.join(CONTRACTION_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return "sphere" if scene.contraction == "sphere" else "none"
+    if choice == "sphere" and scene.contraction == "ndc":
+        raise N3FError(f"scene {scene.name} is forward-facing: NDC already reaches infinity; fit it with --contraction auto or none")
     return choice
 
 
@@ -379,7 +404,7 @@ class Trainer:
 
     def __init__(self, config: FitConfig, scene, cache, run_dir: Path, progress: Callable | None = None):
         from n3f.render.sampling import OccupancyGrid
-        from n3f.render.spaces import BoxSpace, NDCSpace
+        from n3f.render.spaces import BoxSpace, ContractedSpace, NDCSpace
         from n3f.student.field import StudentField
 
         self.config, self.scene, self.cache, self.run_dir = config, scene, cache, Path(run_dir)
@@ -400,9 +425,11 @@ class Trainer:
         else:
             aabb = torch.tensor(scene.aabb, dtype=torch.float32)
             pad = (aabb[1] - aabb[0]) / 2 * config.aabb_margin
-            self.space = BoxSpace(torch.stack([aabb[0] - pad, aabb[1] + pad]))
+            padded = torch.stack([aabb[0] - pad, aabb[1] + pad])
+            self.space = ContractedSpace(padded) if resolve_contraction(config, scene) == "sphere" else BoxSpace(padded)
         box = self.space.aabb
-        self.step_size = float((box[1] - box[0]).norm()) / config.march_steps
+        step_box = self.space.step_box
+        self.step_size = float((step_box[1] - step_box[0]).norm()) / config.march_steps
         student = StudentConfig(
             grid=config.grid_config(),
             feature_dim=cache.shape[-1],
@@ -1115,6 +1142,8 @@ def fit(
     check_background(config)  # a bad name fails before the scene is loaded
     if config.feature_rendering not in FEATURE_RENDERING_CHOICES:
         resolve_feature_rendering(config)  # raises, naming the choices
+    if config.contraction not in CONTRACTION_CHOICES:
+        raise N3FError(f"contraction must be one of {', '.join(CONTRACTION_CHOICES)}, got {config.contraction!r}")
     if config.aabb_margin < 0:
         raise N3FError(f"aabb_margin grows the scene box by a share of its half-size, at least 0 (got {config.aabb_margin})")
     if config.error_sampling > 0 and config.error_tile < 1:
@@ -1134,7 +1163,9 @@ def fit(
         config = dataclasses.replace(config, mlp_precision=resolve_mlp_precision("auto"))
     if config.dynamic is None:  # a new run follows its recipe; runs from before the option were static
         config = dataclasses.replace(config, dynamic=resume is None and bool(scene.metadata.get("recipe_dynamic", False)))
-    config = dataclasses.replace(config, feature_rendering=resolve_feature_rendering(config))
+    config = dataclasses.replace(
+        config, feature_rendering=resolve_feature_rendering(config), contraction=resolve_contraction(config, scene)
+    )
     if resume is not None:
         run_dir = Path(resume)
     elif ctx.is_main:
@@ -1215,6 +1246,10 @@ def _loop(trainer: Trainer, metrics_path: Path, quiet: bool) -> None:
 def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
     """Rebuild a fitted run (scene, features, model at its last checkpoint) for rendering or queries.
 
+    The run loads on the device it was fitted on, or on the CPU when that was a GPU this machine
+    lacks (a run fitted on a GPU is queried on a laptop); the checkpoint is the same for every
+    encoding backend.
+
     Raises:
         N3FError: not a run folder, or a run without checkpoints.
     """
@@ -1230,6 +1265,8 @@ def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
     state = read_checkpoint(ckpt)
     track = make_progress(quiet)
     scene = load_scene(config.scene, downscale=config.downscale or None, progress=track)
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        config = dataclasses.replace(config, device="cpu")
     trainer = Trainer(config, scene, FeatureCache.open(Path(state["feature_cache"])), run_dir, progress=track)
     trainer.load_checkpoint(ckpt)
     return trainer

@@ -198,7 +198,9 @@ class HashEncoding(torch.nn.Module):
             raise ValueError(f"backend must be auto, torch, cpu or tcnn, got {backend!r}")
         self.requested_backend = backend
         self._tables: dict[torch.device, _GridTables] = {}
-        self._tcnn = None
+        # tiny-cuda-nn's module, made on first use; kept out of the module tree (a plain dict), so
+        # its own parameter vector never enters state_dict() or parameters(): self.table is the one
+        self._tcnn_module: dict = {}
 
     @property
     def output_dim(self) -> int:
@@ -243,18 +245,20 @@ class HashEncoding(torch.nn.Module):
     def _forward_tcnn(self, x: torch.Tensor) -> torch.Tensor:
         # tiny-cuda-nn's own autograd function, fed with *our* table so gradients land on
         # self.table (the layout is the same; see the module docstring). Mirrors
-        # tinycudann.Module.forward, including its batch padding. Not exercised on CPU-only machines.
+        # tinycudann.Module.forward, including its batch padding. Checked on CUDA by
+        # tests/render/test_encoding.py (skipped without tinycudann).
         import tinycudann as tcnn
         from tinycudann.modules import _C, _module_function
 
-        if self._tcnn is None:
-            self._tcnn = tcnn.Encoding(3, self.config.tcnn_config(), dtype=torch.float32)
+        module = self._tcnn_module.get(x.device)
+        if module is None:
+            module = self._tcnn_module[x.device] = tcnn.Encoding(3, self.config.tcnn_config(), dtype=torch.float32)
         n = x.shape[0]
         granularity = int(_C.batch_size_granularity())
         padded = (n + granularity - 1) // granularity * granularity
         x_padded = x if n == padded else torch.nn.functional.pad(x, [0, 0, 0, padded - n])
         out = _module_function.apply(
-            self._tcnn.native_tcnn_module, x_padded.float().contiguous(), self.table.reshape(-1).contiguous(), self._tcnn.loss_scale
+            module.native_tcnn_module, x_padded.float().contiguous(), self.table.reshape(-1).contiguous(), module.loss_scale
         )
         return out[:n, : self.output_dim].float()
 

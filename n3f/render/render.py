@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from n3f.render.sampling import OccupancyGrid, march
+from n3f.render.sampling import OccupancyGrid
 from n3f.render.volume import composite, decode_composited, render_weight_from_density, surface_composite
 
 
@@ -38,9 +38,10 @@ def render_rays(
     Args:
         field: the field (see module docstring).
         origins, dirs: (n_rays, 3) world rays with unit directions.
-        space: a space from :mod:`n3f.render.spaces` (box or NDC).
+        space: a space from :mod:`n3f.render.spaces` (box, NDC or contracted).
         grid: occupancy grid in that space, or None.
-        step: marching step in space units.
+        step: marching step in space units (world units for the contracted space, where steps
+            lengthen beyond its box).
         jitter: (n_rays,) offsets in [0, 1) for stratified training samples.
         detach_weights: channels composited with detached weights.
         background: per-channel background values.
@@ -67,22 +68,17 @@ def render_rays(
     if decoders and background and set(decoders) & set(background):
         raise ValueError(f"decoded channels are composited over black; no background for {sorted(set(decoders) & set(background))}")
     o, d, t_max = space.to_space(origins, dirs)
-    ray_indices, t_starts, t_ends = march(
-        o, d, grid, space.aabb.to(o), step, near=near, far=float(t_max.max()) if len(t_max) else 1e10, jitter=jitter
-    )
-    if len(ray_indices):
-        keep = t_starts < t_max[ray_indices]
-        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
+    ray_indices, t_starts, t_ends = space.march(o, d, t_max, grid, step, near=near, jitter=jitter)
     n_rays = len(origins)
     if density_fn is not None and len(ray_indices):
         with torch.no_grad():
             mids = (t_starts + t_ends) / 2
-            sigma = density_fn(o[ray_indices] + mids[:, None] * d[ray_indices])
+            sigma = density_fn(space.points(o[ray_indices], d[ray_indices], mids))
             _, trans, alphas = render_weight_from_density(t_starts, t_ends, sigma, ray_indices)
             keep = (trans > min_transmittance) & (alphas > min_alpha)
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
     t_mids = (t_starts + t_ends) / 2
-    points = o[ray_indices] + t_mids[:, None] * d[ray_indices]
+    points = space.points(o[ray_indices], d[ray_indices], t_mids)
     values = field(points, dirs[ray_indices])
     if near_gradient_distance is not None and torch.is_grad_enabled():
         scale = (t_mids / near_gradient_distance).square().clamp(max=1.0)

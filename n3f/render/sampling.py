@@ -79,12 +79,12 @@ class OccupancyGrid(torch.nn.Module):
         if fraction >= 1.0 or self.updates < 4:
             cells = torch.arange(total, device=device)
         else:
-            pick = torch.rand(total, generator=generator, device=device) < fraction
+            pick = _rand(total, generator, device) < fraction
             if refresh_occupied:
                 pick |= self.occupied.reshape(-1)
             cells = torch.nonzero(pick).squeeze(1)
         ijk = torch.stack([cells // (R * R), (cells // R) % R, cells % R], -1).float()
-        jitter = torch.rand(ijk.shape, generator=generator, device=device)
+        jitter = _rand(ijk.shape, generator, device)
         points = self.aabb[0] + (ijk + jitter) / R * (self.aabb[1] - self.aabb[0])
         flat = self.density.view(-1)
         for start in range(0, len(cells), chunk):
@@ -98,6 +98,14 @@ class OccupancyGrid(torch.nn.Module):
     def occupied_fraction(self) -> float:
         """Share of cells currently marked occupied."""
         return float(self.occupied.float().mean())
+
+
+def _rand(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) numbers on ``device`` drawn from ``generator`` on its own device (a CPU
+    generator drives CUDA runs too, so a run's random stream does not depend on the device)."""
+    if generator is None or generator.device == torch.device(device):
+        return torch.rand(shape, generator=generator, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def march(

@@ -27,6 +27,7 @@ from n3f.scene.types import Frame
 GENERATOR_VERSION = 2
 TABLE_TOP = 0.75
 ROOM = ([-2.4, -2.2, 0.0], [2.4, 2.2, 2.6])  # walls, floor and ceiling (metres)
+TABLE_REGION = ([-0.6, -0.4, 0.0], [0.6, 0.4, TABLE_TOP + 0.25])  # the table and its objects
 
 
 @dataclass
@@ -43,6 +44,10 @@ class TabletopConfig:
             at pixel centres).
         exclude: object names to leave out (for "what lies behind it" ground truth).
         holdout_every: every n-th frame (0, n, 2n...) is a test frame.
+        bounds: the content box the scene file gives: ``room`` (the whole room: a bounded scene)
+            or ``table`` (the table, what stands on it and the cameras; walls and ceiling lie
+            beyond it, and the file asks for contraction ``sphere``: an unbounded capture with
+            exact depth everywhere).
     """
 
     n_frames: int = 96
@@ -53,6 +58,7 @@ class TabletopConfig:
     supersample: int = 2
     exclude: tuple[str, ...] = ()
     holdout_every: int = 8
+    bounds: str = "room"
 
 
 @dataclass
@@ -531,7 +537,8 @@ def render_tabletop(out_dir: Path, config: TabletopConfig | None = None, progres
     """
     config = config or TabletopConfig()
     generator = {"name": "tabletop", "version": GENERATOR_VERSION, **dataclasses.asdict(config), "exclude": list(config.exclude)}
-    return write_procedural_scene(out_dir, "demo/tabletop", config, TabletopRenderer(config), generator, progress=progress)
+    name = "demo/tabletop" if config.bounds == "room" else "demo/tabletop_unbounded"
+    return write_procedural_scene(out_dir, name, config, TabletopRenderer(config), generator, progress=progress)
 
 
 def write_procedural_scene(
@@ -564,6 +571,8 @@ def write_procedural_scene(
     from n3f.scene.normalise import holdout_every
     from n3f.scene.types import Scene
 
+    if config.bounds not in ("room", "table"):
+        raise ValueError(f"bounds must be room or table, got {config.bounds!r}")
     K, poses = orbit_cameras(config)
     splits = holdout_every(config.n_frames, config.holdout_every)
     indices = range(config.n_frames)
@@ -587,7 +596,12 @@ def write_procedural_scene(
             }
             for o in renderer.objects
         ]
-        content = np.array(ROOM)  # the room encloses everything: a bounded scene
-        scene = Scene(frames=frames, name=name, format="n3f", objects=objects)
+        # The room encloses everything: a bounded scene. With the table and the cameras alone,
+        # the walls and the ceiling lie beyond.
+        centres = poses[:, :3, 3]
+        lo, hi = np.minimum(TABLE_REGION[0], centres.min(0)), np.maximum(TABLE_REGION[1], centres.max(0))
+        content = np.array(ROOM) if config.bounds == "room" else np.stack([lo, hi])
+        contraction = "none" if config.bounds == "room" else "sphere"
+        scene = Scene(frames=frames, name=name, format="n3f", objects=objects, contraction=contraction)
         write_scene_json(tmp, scene, content_box=content, extra={"generator": generator, **(extra or {})})
     return Path(out_dir)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from n3f.render.sampling import march, merge_packed, stratified
+from n3f.render.sampling import merge_packed, stratified
 from n3f.render.volume import composite, render_weight_from_density, surface_composite
 from n3f.student.field import StudentField
 from n3f.student.transient import TransientStreams, mix_streams, share_entropy
@@ -36,8 +36,8 @@ def render_streams(
 
     Args:
         static, transient: the static student and the transient streams.
-        origins, dirs: (n_rays, 3) world rays with unit directions (a box space: the actor stream
-            needs metric camera coordinates, which NDC does not keep).
+        origins, dirs: (n_rays, 3) world rays with unit directions (a box or contracted space: the
+            actor stream needs metric camera coordinates, which NDC does not keep).
         frame_ids: (n_rays,) scene index of each ray's frame (selects the embeddings).
         w2c: (n_rays, 3, 4) world-to-camera transform of each ray's frame.
         space, grid, step: the static field's space, occupancy grid and marching step. Static and
@@ -73,15 +73,15 @@ def render_streams(
         ``static/rgb``, ``static/feature`` and ``static/opacity``.
     """
     n_rays = len(origins)
-    o, d, _ = space.to_space(origins, dirs)
     # The static world starts beyond the actor's range: close to a camera, a static field could
     # paint the hand into floaters seen by that camera alone, and it is not charged for density
     # the way the transient streams are, so it would win the hand.
-    ri, ts, te = march(o, d, grid, space.aabb.to(o), step, near=transient.config.actor_depth, jitter=jitter)
+    o, d, t_max = space.to_space(origins, dirs)
+    ri, ts, te = space.march(o, d, t_max, grid, step, near=transient.config.actor_depth, jitter=jitter)
     if len(ri):
         with torch.no_grad():
             mids = (ts + te) / 2
-            pts = o[ri] + mids[:, None] * d[ri]
+            pts = space.points(o[ri], d[ri], mids)
             sigma = static.density(pts) + transient.dynamic_fields(pts, frame_ids[ri], features=False)["sigma"]
             _, trans, alphas = render_weight_from_density(ts, te, sigma, ri)
             keep = (trans > min_transmittance) & (alphas > 1e-6)
@@ -94,7 +94,7 @@ def render_streams(
     a_ts, a_te = a_ts.reshape(-1), a_te.reshape(-1)
 
     mids = (ts + te) / 2
-    pts = o[ri] + mids[:, None] * d[ri]
+    pts = space.points(o[ri], d[ri], mids)
     static_out = static(pts, dirs[ri], features=features)
     if static_gate is not None:
         # A separate render without gradients, not the ``static_alone`` one below: computing that

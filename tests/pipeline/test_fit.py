@@ -263,3 +263,59 @@ def test_runs_from_before_the_feature_rendering_option_read_as_per_sample(tmp_pa
     legacy = StudentConfig().to_dict()
     del legacy["feature_rendering"]
     assert StudentConfig.from_dict(legacy).feature_rendering == "sample"
+
+
+def test_a_contracted_fit_records_its_space_resumes_exactly_and_loads(demo_dir, tmp_path, crash_and_resume):
+    from n3f.pipeline.fit import load_run, read_config
+    from n3f.render.spaces import ContractedSpace
+
+    config = _config(contraction="sphere", eval_every=0)
+    whole = fit(config, output=tmp_path / "whole", quiet=True)
+    assert read_config(whole).contraction == "sphere"
+    state = torch.load(latest_checkpoint(whole), weights_only=False)
+    assert state["space"]["kind"] == "contracted"
+    run = crash_and_resume(config, tmp_path / "cut", 27, "step-0000020.pt")
+    assert _metrics(run) == _metrics(whole)
+    trainer = load_run(whole)
+    assert isinstance(trainer.space, ContractedSpace)
+    torch.testing.assert_close(trainer.space.inner, torch.tensor(state["space"]["inner"]))
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    r = trainer.render_pixels(frame, torch.tensor([[10.5, 12.5], [30.5, 20.5]]))
+    assert torch.isfinite(r["depth"]).all() and (r["depth"] > 0).all()
+
+
+def test_contraction_auto_follows_the_scene_and_bad_choices_are_refused(demo_scene, tmp_path):
+    import dataclasses
+
+    from n3f.pipeline.fit import read_config, resolve_contraction
+
+    assert resolve_contraction(_config(contraction="auto"), demo_scene) == "none"
+    assert resolve_contraction(_config(contraction="auto"), dataclasses.replace(demo_scene, contraction="sphere")) == "sphere"
+    with pytest.raises(N3FError, match="forward-facing"):
+        resolve_contraction(_config(contraction="sphere"), dataclasses.replace(demo_scene, contraction="ndc"))
+    with pytest.raises(N3FError, match="auto, none, sphere"):
+        fit(_config(contraction="ball"), output=tmp_path, quiet=True)
+    assert not any(tmp_path.iterdir())  # a refused run leaves no folder
+    run = fit(_config(contraction="auto", steps=2, eval_every=0), output=tmp_path, quiet=True)
+    assert read_config(run).contraction == "none"  # the config records what auto meant
+
+
+def test_runs_from_before_the_contraction_option_read_as_their_box(tmp_path):
+    assert _read_without(tmp_path, "contraction", contraction="sphere").contraction == "none"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks how a GPU run loads on a machine without one")
+def test_a_run_fitted_on_a_gpu_loads_on_the_cpu(short_run, tmp_path):
+    import shutil
+
+    from n3f.config import dumps_toml, load_toml
+    from n3f.pipeline.fit import load_run
+
+    run = shutil.copytree(short_run, tmp_path / "gpu_run")
+    doc = load_toml(run / "config.toml")
+    doc["device"] = "cuda"
+    (run / "config.toml").write_text(dumps_toml(doc))
+    trainer = load_run(run)
+    assert trainer.device == torch.device("cpu")
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    assert torch.isfinite(trainer.render_pixels(frame, torch.tensor([[10.5, 12.5]]))["rgb"]).all()

@@ -97,3 +97,29 @@ def test_procedural_renders_live_in_version_named_folders(demo_dir):
 
     assert demo_dir.name == f"tabletop-v{GENERATOR_VERSION}"
     assert json.loads((demo_dir / "scene.json").read_text())["generator"]["version"] == GENERATOR_VERSION
+
+
+def test_the_unbounded_tabletop_boxes_the_table_and_cameras_and_sees_walls_beyond(tmp_path):
+    """``bounds = "table"``: the scene file asks for contraction; its box holds the cameras and the
+    table, and the exact depth puts walls well outside it (what a box fit cannot represent)."""
+    import pytest
+
+    from n3f.scene.formats.native import read_native
+    from n3f.scene.synthetic import render_tabletop
+
+    config = TabletopConfig(n_frames=4, width=48, height=36, supersample=1, bounds="table")
+    scene = read_native(render_tabletop(tmp_path / "unbounded", config))
+    assert scene.contraction == "sphere" and scene.name == "demo/tabletop_unbounded"
+    centres = np.array([f.camera_centre for f in scene.frames])
+    assert (centres >= scene.aabb[0] - 1e-6).all() and (centres <= scene.aabb[1] + 1e-6).all()
+    outside = []
+    for f in scene.frames:
+        depth = load_frame_depth(f)
+        jj, ii = np.mgrid[0 : f.height, 0 : f.width]
+        pix = np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5, np.ones(ii.size)], 1)
+        world = ((pix @ np.linalg.inv(f.K).T) * depth.ravel()[:, None]) @ f.c2w[:3, :3].T + f.c2w[:3, 3]
+        outside.append(((world < scene.aabb[0]) | (world > scene.aabb[1])).any(-1))
+    assert 0.2 < np.concatenate(outside).mean() < 0.9  # much of each view lies beyond the box
+    with pytest.raises(ValueError, match="room or table"):
+        render_tabletop(tmp_path / "bad", TabletopConfig(n_frames=2, width=8, height=6, bounds="sky"))
+    assert not (tmp_path / "bad").exists()
