@@ -983,7 +983,9 @@ class Trainer:
             N3FError: the file is unreadable, from a newer n3f, or does not fit this run's config,
                 scene or teacher features (the message names the file and the mismatch).
         """
-        state = read_checkpoint(path, self.device)
+        # read onto the CPU: load_state_dict copies into each module's own device, and the random
+        # generators' states must stay CPU tensors (a run resumes or loads on a GPU too)
+        state = read_checkpoint(path)
         if state.get("schema_version", 0) > SCHEMA_VERSION:
             raise N3FError(f"checkpoint {path} is from a newer n3f (schema {state['schema_version']}); upgrade n3f")
         if state.get("teacher") not in (None, self.cache.teacher):

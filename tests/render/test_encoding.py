@@ -105,14 +105,20 @@ needs_tcnn = pytest.mark.skipif(
 )
 
 
-def _mostly_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, share: float = 0.999) -> None:
-    """All but a sliver of elements within ``tol`` (relative to the values' scale), none far off:
-    tiny-cuda-nn sums in another order, and a point within float rounding of a cell boundary
-    may fall in the neighbouring cell."""
-    scale = float(expected.abs().max())
-    err = (actual - expected).abs() / scale
-    assert float((err <= tol).float().mean()) >= share, f"{float((err > tol).float().mean()):.2e} of elements off by more than {tol}"
-    assert float(err.max()) < 100 * tol, float(err.max())
+# tiny-cuda-nn is built with --use_fast_math: its level scales come from exp2f's approximation,
+# so a point's position in its cell differs from ours by an amount that grows with the level's
+# scale; trilinear interpolation is continuous across cells, so outputs and gradients differ by a
+# small amount, largest at the finest level. Measured on an H200 (2^18 points, table in [-1, 1],
+# instant-ngp's configuration): at most 2.4e-6 at the coarsest level, 4.8e-3 at the finest.
+TCNN_TOLERANCE = 1e-2
+
+
+def _close_to_tcnn(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """``actual`` within ``TCNN_TOLERANCE`` of ``expected``, relative to the largest value."""
+    scale = float(expected.detach().abs().max())
+    err = (actual.detach() - expected.detach()).abs() / scale
+    print(f"tcnn vs torch: max {float(err.max()):.2e}, mean {float(err.mean()):.2e} (relative to {scale:.3g})")
+    assert float(err.max()) <= TCNN_TOLERANCE
 
 
 @needs_tcnn
@@ -128,10 +134,10 @@ def test_tcnn_agrees_with_torch_forward_and_backward(config):
     g = torch.randn(1 << 16, config.output_dim, device="cuda")
     out_a, out_b = a(x), b(x)
     assert b.backend() == "tcnn" and out_b.dtype == torch.float32
-    _mostly_close(out_b, out_a, 1e-5)
+    _close_to_tcnn(out_b, out_a)
     out_a.backward(g)
     out_b.backward(g)
-    _mostly_close(b.table.grad, a.table.grad, 1e-4)
+    _close_to_tcnn(b.table.grad, a.table.grad)
     assert list(b.state_dict()) == ["table"]  # tiny-cuda-nn's own parameters stay out of checkpoints
 
 
@@ -151,4 +157,4 @@ def test_a_table_trained_with_tcnn_loads_into_the_cpu_and_torch_backends(tmp_pat
     for backend in ("cpu", "torch"):
         other = HashEncoding(CPU_CONFIG, backend=backend)
         other.load_state_dict(torch.load(tmp_path / "enc.pt", map_location="cpu"))
-        _mostly_close(other(x.cpu()).detach(), expected, 1e-5)
+        _close_to_tcnn(other(x.cpu()), expected)
