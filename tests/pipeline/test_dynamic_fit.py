@@ -313,6 +313,19 @@ def test_a_three_stream_fit_over_a_random_background_records_it_and_trains_diffe
     assert not torch.equal(a["model"]["encoding.table"], b["model"]["encoding.table"])
 
 
+def test_a_contracted_three_stream_fit_renders_every_stream(kitchen_dir, tmp_path):
+    """EPIC-KITCHENS scenes are dynamic and unbounded: the streams march the contracted space."""
+    from n3f.render.spaces import ContractedSpace
+
+    run = fit(_config(kitchen_dir, contraction="sphere", steps=10), output=tmp_path, quiet=True)
+    trainer = load_run(run)
+    assert isinstance(trainer.space, ContractedSpace) and trainer.transient is not None
+    frame = trainer.scene.frames[trainer.eval_ids[0]]
+    r = trainer.render_pixels(frame, torch.tensor([[10.5, 20.5], [50.5, 40.5]]), streams="all")
+    shares = torch.stack([r[f"share/{s}"] for s in STREAMS], 1)
+    assert torch.allclose(shares.sum(1), r["opacity"], atol=1e-5) and torch.isfinite(r["depth"]).all()
+
+
 def test_static_alone_loss_weights_and_gradients():
     """Unclaimed pixels count fully, claimed ones by what is left; the robust weight halves at
     ``scale``; the loss gives the shares (the transient streams' claims) no gradient."""

@@ -64,6 +64,7 @@ def test_cli_pipeline_on_an_epic_diff_scene(epic_diff_dir, tmp_path, monkeypatch
 
     recorded = read_config(run)  # --feature-rendering auto, resolved and recorded
     assert recorded.feature_rendering == ("sample" if recorded.dynamic else "ray")
+    assert recorded.contraction == "sphere"  # --contraction auto follows the EPIC-Diff scene
     assert (run / "checkpoints" / "step-0000030.pt").is_file()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in rows if "eval/psnr" in r][-1]
