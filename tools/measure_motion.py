@@ -68,7 +68,7 @@ def _run_inputs(run: Path, stride: int):
         from n3f.render.rays import pixel_rays
 
         o, d = pixel_rays(torch.tensor(full.K), torch.tensor(full.c2w), xy)
-        points.append((o + out["depth"] * d).numpy().reshape(H, W, 3))
+        points.append((o + out["depth"].reshape(-1, 1) * d).numpy().reshape(H, W, 3))
         image = load_frame_image(full)
         images.append(image[stride // 2 :: stride, stride // 2 :: stride][:H, :W])
         masks.append(load_frame_mask(full)[stride // 2 :: stride, stride // 2 :: stride][:H, :W])
