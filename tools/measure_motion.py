@@ -52,6 +52,7 @@ def _run_inputs(run: Path, stride: int):
     import torch
 
     from n3f.pipeline.fit import load_run
+    from n3f.render.rays import pixel_rays
     from n3f.scene.images import load_frame_image, load_frame_mask
     from n3f.scene.normalise import downscale_frame
 
@@ -65,8 +66,6 @@ def _run_inputs(run: Path, stride: int):
         xy = torch.tensor(np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1) * stride, dtype=torch.float32)
         with torch.no_grad():
             out = trainer.render_pixels(full, xy, features=False)
-        from n3f.render.rays import pixel_rays
-
         o, d = pixel_rays(torch.tensor(full.K), torch.tensor(full.c2w), xy)
         points.append((o + out["depth"].reshape(-1, 1) * d).numpy().reshape(H, W, 3))
         image = load_frame_image(full)

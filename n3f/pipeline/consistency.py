@@ -26,11 +26,7 @@ def surface_pairs(frame_a, frame_b, stride: int = 4, tolerance: float = 0.01) ->
         raise ValueError("surface pairs need ground-truth depth maps")
     jj, ii = np.mgrid[stride // 2 : frame_a.height : stride, stride // 2 : frame_a.width : stride]
     xy_a = np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1)
-    cam = (
-        np.concatenate([(xy_a - frame_a.K[:2, 2]) / np.diag(frame_a.K)[:2], np.ones((len(xy_a), 1))], 1)
-        * depth_a[jj.ravel(), ii.ravel()][:, None]
-    )
-    world = cam @ frame_a.c2w[:3, :3].T + frame_a.c2w[:3, 3]
+    world = frame_a.unproject(xy_a, depth_a[jj.ravel(), ii.ravel()])
     xy_b, z = frame_b.project(world)
     inside = (xy_b[:, 0] >= 0) & (xy_b[:, 0] < frame_b.width) & (xy_b[:, 1] >= 0) & (xy_b[:, 1] < frame_b.height) & (z > 0)
     u = np.clip(xy_b[:, 0].astype(int), 0, frame_b.width - 1)

@@ -317,15 +317,20 @@ def resolve_feature_rendering(config: FitConfig) -> str:
 CONTRACTION_CHOICES = ("auto", "none", "sphere")
 
 
+def check_contraction(config: FitConfig) -> None:
+    """Raise N3FError unless ``config.contraction`` is one of ``CONTRACTION_CHOICES``."""
+    if config.contraction not in CONTRACTION_CHOICES:
+        raise N3FError(f"contraction must be one of {', '.join(CONTRACTION_CHOICES)}, got {config.contraction!r}")
+
+
 def resolve_contraction(config: FitConfig, scene) -> str:
     """``none`` or ``sphere``: what ``config.contraction`` means for ``scene``.
 
     Raises:
         N3FError: an unknown choice, or ``sphere`` for a forward-facing (NDC) scene.
     """
+    check_contraction(config)
     choice = config.contraction
-    if choice not in CONTRACTION_CHOICES:
-        raise N3FError(f"contraction must be one of {', '.join(CONTRACTION_CHOICES)}, got {choice!r}")
     if choice == "auto":
         return "sphere" if scene.contraction == "sphere" else "none"
     if choice == "sphere" and scene.contraction == "ndc":
@@ -1144,8 +1149,7 @@ def fit(
     check_background(config)  # a bad name fails before the scene is loaded
     if config.feature_rendering not in FEATURE_RENDERING_CHOICES:
         resolve_feature_rendering(config)  # raises, naming the choices
-    if config.contraction not in CONTRACTION_CHOICES:
-        raise N3FError(f"contraction must be one of {', '.join(CONTRACTION_CHOICES)}, got {config.contraction!r}")
+    check_contraction(config)  # before the scene is loaded
     if config.aabb_margin < 0:
         raise N3FError(f"aabb_margin grows the scene box by a share of its half-size, at least 0 (got {config.aabb_margin})")
     if config.error_sampling > 0 and config.error_tile < 1:

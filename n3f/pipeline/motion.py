@@ -23,9 +23,7 @@ def points_from_depth(frame, depth: np.ndarray) -> np.ndarray:
     at the depth map's size."""
     H, W = depth.shape
     jj, ii = np.mgrid[0:H, 0:W]
-    pix = np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5, np.ones(ii.size)], 1)
-    cam = (pix @ np.linalg.inv(frame.K).T) * depth.reshape(-1, 1)
-    return (cam @ frame.c2w[:3, :3].T + frame.c2w[:3, 3]).reshape(H, W, 3)
+    return frame.unproject(np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1), depth.ravel()).reshape(H, W, 3)
 
 
 def motion_scores(

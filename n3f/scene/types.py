@@ -136,6 +136,14 @@ class Frame:
         uvw = cam @ self.K.T
         return uvw[:, :2] / uvw[:, 2:3], cam[:, 2]
 
+    def unproject(self, pixels: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`project`: world points (N, 3) of pixel coordinates ``pixels``
+        (N, 2) at z-depths ``depth`` (N,) (pinhole, no skew; distortion not undone)."""
+        pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        rays = np.concatenate([(pixels - self.K[:2, 2]) / np.diag(self.K)[:2], np.ones((len(pixels), 1))], 1)
+        cam = rays * np.asarray(depth, dtype=np.float64).reshape(-1, 1)
+        return cam @ self.c2w[:3, :3].T + self.c2w[:3, 3]
+
 
 @dataclass
 class Scene:

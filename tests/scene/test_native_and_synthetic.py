@@ -114,10 +114,8 @@ def test_the_unbounded_tabletop_boxes_the_table_and_cameras_and_sees_walls_beyon
     assert (centres >= scene.aabb[0] - 1e-6).all() and (centres <= scene.aabb[1] + 1e-6).all()
     outside = []
     for f in scene.frames:
-        depth = load_frame_depth(f)
         jj, ii = np.mgrid[0 : f.height, 0 : f.width]
-        pix = np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5, np.ones(ii.size)], 1)
-        world = ((pix @ np.linalg.inv(f.K).T) * depth.ravel()[:, None]) @ f.c2w[:3, :3].T + f.c2w[:3, 3]
+        world = f.unproject(np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1), load_frame_depth(f).ravel())
         outside.append(((world < scene.aabb[0]) | (world > scene.aabb[1])).any(-1))
     assert 0.2 < np.concatenate(outside).mean() < 0.9  # much of each view lies beyond the box
     with pytest.raises(ValueError, match="room or table"):
