@@ -500,6 +500,15 @@ def fit_command(
             "tiles); the rest stay uniform. 0 draws every ray uniformly.",
         ),
     ] = 0.0,
+    motion_after: Annotated[
+        int,
+        typer.Option(
+            "--motion-after",
+            help="Three-stream fits: after this many steps, find the moving pixels of the training frames (colour "
+            "consistency with neighbouring frames through the static field's depth; again every 500 steps), draw a "
+            "quarter of the rays there and keep the static field from learning them. 0: off.",
+        ),
+    ] = 0,
     background: Annotated[
         str,
         typer.Option(
@@ -606,6 +615,7 @@ def fit_command(
         mlp_precision=mlp_precision,
         dynamic=dynamic,
         error_sampling=error_sampling,
+        motion_after=motion_after,
         background=background,
         aabb_margin=aabb_margin,
         feature_rendering=feature_rendering,

@@ -8,7 +8,10 @@ figure and writes a picture (frame | score | exact moving mask) beside the outpu
 The static surface each pixel sees comes from one of:
 - ``--depth oracle`` (default): the same scene rendered without the sponge and the hand, exact
   depth of a perfect static field (an upper bound);
-- ``--run RUN``: the depth a fitted run's static field renders (what a fit would have).
+- ``--run RUN``: the surface depth a fitted run's static field renders, through the detector a
+  fit runs (``FitConfig.motion_after``; :func:`n3f.pipeline.motion.score_training_frames`: pixels
+  whose surface holds half of the ray's weight or less are unscored). ``--offsets`` and
+  ``--quantile`` apply to the oracle only.
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24]
@@ -47,41 +50,36 @@ def _oracle_inputs(size: tuple[int, int], folder: Path):
     return frames, [load_frame_image(f) for f in frames], points, [load_frame_mask(f) for f in frames]
 
 
-def _run_inputs(run: Path, stride: int):
-    """Training frames (downscaled by ``stride``), images and the run's static-field points."""
-    import torch
-
+def _run_scores(run: Path, stride: int, radius: int):
+    """A fitted run's detector scores (the fit's own :func:`score_training_frames`: the static
+    field's surface depth, unsure surfaces unscored), images and exact masks at the cells' centres,
+    training frames in video order."""
     from n3f.pipeline.fit import load_run
-    from n3f.render.rays import pixel_rays
+    from n3f.pipeline.motion import score_training_frames
     from n3f.scene.images import load_frame_image, load_frame_mask
-    from n3f.scene.normalise import downscale_frame
 
     trainer = load_run(run)
-    frames, images, points, masks = [], [], [], []
-    for i in trainer.train_ids:
-        full = trainer.scene.frames[i]
-        frame = downscale_frame(full, stride) if stride > 1 else full
-        H, W = frame.height, frame.width
-        jj, ii = np.mgrid[0:H, 0:W]
-        xy = torch.tensor(np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1) * stride, dtype=torch.float32)
-        with torch.no_grad():
-            out = trainer.render_pixels(full, xy, features=False)
-        o, d = pixel_rays(torch.tensor(full.K), torch.tensor(full.c2w), xy)
-        points.append((o + out["depth"].reshape(-1, 1) * d).numpy().reshape(H, W, 3))
-        image = load_frame_image(full)
-        images.append(image[stride // 2 :: stride, stride // 2 :: stride][:H, :W])
-        masks.append(load_frame_mask(full)[stride // 2 :: stride, stride // 2 :: stride][:H, :W])
-        frames.append(frame)
-    return frames, images, points, masks
+    rows, scores, _ = score_training_frames(trainer, stride, (radius,))
+    scores = scores[radius]
+    images, masks = [], []
+    for r in rows:
+        full = trainer.scene.frames[trainer.train_ids[r]]
+        h, w = scores.shape[1:]
+        ys = ((np.arange(h) + 0.5) * full.height / h).astype(int)
+        xs = ((np.arange(w) + 0.5) * full.width / w).astype(int)
+        images.append(load_frame_image(full)[ys][:, xs])
+        masks.append(load_frame_mask(full)[ys][:, xs])
+    return [scores[r] for r in rows], images, masks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="use this fitted run's static depth (default: exact depth of the static scene)")
     parser.add_argument("--size", default="128x96", help="render size for the oracle depth, WxH")
-    parser.add_argument("--stride", type=int, default=2, help="with --run: score every stride-th pixel")
+    parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
     parser.add_argument("--offsets", default="-24,-16,-8,8,16,24", help="neighbouring training frames compared")
     parser.add_argument("--quantile", type=float, default=0.0, help="quantile of the neighbours' differences")
+    parser.add_argument("--search-radius", type=int, default=0, help="best match within this many pixels in each neighbour")
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
 
@@ -92,22 +90,22 @@ def main() -> None:
 
     args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
-        frames, images, points, masks = _run_inputs(args.run, args.stride)
-        source = f"run {args.run}"
+        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius)
+        source = f"run {args.run} (its static field's surface depth, as the fit's detector uses it)"
     else:
         width, height = (int(v) for v in args.size.split("x"))
         with tempfile.TemporaryDirectory() as tmp:
             frames, images, points, masks = _oracle_inputs((width, height), Path(tmp))
         source = "exact depth of the static scene"
-    offsets = tuple(int(v) for v in args.offsets.split(","))
-    scores = motion_scores(frames, images, points, offsets=offsets, quantile=args.quantile)
+        offsets = tuple(int(v) for v in args.offsets.split(","))
+        scores = motion_scores(frames, images, points, offsets=offsets, quantile=args.quantile, search_radius=args.search_radius)
     s = np.concatenate([x.ravel() for x in scores])
     m = np.concatenate([x.ravel() for x in masks])
     scored = ~np.isnan(s)
     moving, sponge, hand = np.isin(m, MOVING), m == SPONGE, m == HAND
     figures = {
         "source": source,
-        "frames": len(frames),
+        "frames": len(scores),
         "scored_share": float(scored.mean()),
         "auc_moving": float(roc_auc_score(moving[scored], s[scored])),
         "auc_sponge_vs_static": float(roc_auc_score(sponge[scored & ~hand], s[scored & ~hand])),
@@ -136,7 +134,7 @@ def main() -> None:
             f"{r['sponge_share_of_flagged']:.3f} ({r['sponge_share_of_flagged_outside_the_hand']:.3f}) |"
         )
     picture = []
-    for k in np.linspace(0, len(frames) - 1, 4).astype(int)[1:]:
+    for k in np.linspace(0, len(scores) - 1, 4).astype(int)[1:]:
         score = (np.clip(np.nan_to_num(scores[k], nan=0.0) / 0.3, 0, 1) * 255).astype(np.uint8)
         unscored = (np.isnan(scores[k]) * 110).astype(np.uint8)
         mask = (np.isin(masks[k], MOVING) * 255).astype(np.uint8)

@@ -41,22 +41,12 @@ class ErrorMap(nn.Module):
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw ``n`` pixels, each tile with probability proportional to its error and the pixel
-        uniform inside the tile (clipped to the frame at its right and bottom edges).
+        uniform inside the tile (see :func:`draw_in_tiles`).
 
         Returns:
             frame (n,) training-frame rows, px (n,) columns, py (n,) rows (int64 pixel indices).
         """
-        _, th, tw = self.error.shape
-        flat = torch.multinomial(self.error.reshape(-1).clamp_min(1e-12), n, replacement=True, generator=generator)
-        frame, rest = flat // (th * tw), flat % (th * tw)
-        ty, tx = rest // tw, rest % tw
-        x0, y0 = tx * self.tile, ty * self.tile
-        w = (self.width - x0).clamp(max=self.tile)  # edge tiles are cut by the frame
-        h = (self.height - y0).clamp(max=self.tile)
-        u = torch.rand(2, n, generator=generator)
-        px = x0 + (u[0] * w).long().clamp(max=w - 1)
-        py = y0 + (u[1] * h).long().clamp(max=h - 1)
-        return frame, px, py
+        return draw_in_tiles(self.error.clamp_min(1e-12), self.tile, self.height, self.width, n, generator)
 
     @torch.no_grad()
     def update(self, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor, residual: torch.Tensor) -> None:
@@ -69,3 +59,31 @@ class ErrorMap(nn.Module):
         seen = count > 0
         error = self.error.view(-1)
         error[seen] = (1 - self.rate) * error[seen] + self.rate * total[seen] / count[seen]
+
+
+def draw_in_tiles(
+    weights: torch.Tensor, tile: int, height: int, width: int, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``n`` pixels of a stack of frames: a tile with probability proportional to its weight,
+    then a pixel uniformly inside it (tiles at the right and bottom edges are cut by the frame).
+
+    Args:
+        weights: (n_frames, ceil(height / tile), ceil(width / tile)) non-negative tile weights
+            (CPU), not all zero.
+        tile: tile side in pixels; height, width: frame size in pixels.
+        n: pixels to draw (with replacement); generator: the CPU generator drawing them.
+
+    Returns:
+        frame (n,) frame rows, px (n,) columns, py (n,) rows (int64 pixel indices).
+    """
+    _, th, tw = weights.shape
+    flat = torch.multinomial(weights.reshape(-1).float(), n, replacement=True, generator=generator)
+    frame, rest = flat // (th * tw), flat % (th * tw)
+    ty, tx = rest // tw, rest % tw
+    x0, y0 = tx * tile, ty * tile
+    w = (width - x0).clamp(max=tile)
+    h = (height - y0).clamp(max=tile)
+    u = torch.rand(2, n, generator=generator)
+    px = x0 + (u[0] * w).long().clamp(max=w - 1)
+    py = y0 + (u[1] * h).long().clamp(max=h - 1)
+    return frame, px, py

@@ -212,6 +212,23 @@ class FitConfig:
             :class:`n3f.render.spaces.ContractedSpace`), or ``auto``: what the scene says
             (``sphere`` for EPIC-KITCHENS and demo/tabletop_unbounded). Forward-facing (NDC)
             scenes keep NDC. ``n3f fit`` uses auto. Runs from before the option read as none.
+        motion_after: in a three-stream fit, detect moving pixels (:mod:`n3f.pipeline.motion`:
+            multi-view colour consistency with the static field's surface depth) after this many
+            steps, and again every ``motion_every`` steps (0: once). From then on
+            ``motion_sampling`` of each step's rays are drawn from the flagged pixels the actor
+            stream does not hold, and the flagged pixels (grown by ``motion_gate_dilation`` cells)
+            give the static field no gradient. 0: off. Runs from before the option read as 0.
+        motion_every: steps between detections after the first (0: detect once).
+        motion_sampling: share of each step's rays drawn from the flagged pixels.
+        motion_threshold: a pixel moves when its best-agreeing neighbour frame differs from it by
+            more than this mean absolute RGB difference (0-1 units).
+        motion_gate_dilation: the static field also skips this many cells around flagged ones.
+        motion_sample_radius: rays are drawn from cells flagged when each neighbour frame's
+            best-matching cell within this radius of the projection still differs (``search_radius``
+            of :func:`n3f.pipeline.motion.motion_scores`): fewer static cells whose depth is a cell
+            off at an object's outline. The gate uses radius 0.
+        motion_stride: the detector scores cells of this many training pixels a side; 0: the
+            frame's width over 128, at least 1.
     """
 
     scene: str = "demo/tabletop"
@@ -273,6 +290,13 @@ class FitConfig:
     background: str = "black"
     feature_rendering: str = "sample"
     contraction: str = "none"
+    motion_after: int = 0
+    motion_every: int = 500
+    motion_sampling: float = 0.25
+    motion_threshold: float = 0.1
+    motion_gate_dilation: int = 1
+    motion_sample_radius: int = 0
+    motion_stride: int = 0
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -454,6 +478,7 @@ class Trainer:
         if self.transient is not None:
             self.optimizers += student_optimizers(self.transient, config.lr)
         self.error_map = self._error_map() if config.error_sampling > 0 else None
+        self.moving = self._moving_pixels() if config.motion_after > 0 else None
         self.n_rays = 256.0
         self.step = 0
         self._params = [p for m in (self.model, self.transient) if m is not None for p in m.parameters()]
@@ -495,6 +520,37 @@ class Trainer:
 
         H, W = self.data.images.shape[1:3]
         return ErrorMap(len(self.data.rows), H, W, tile=self.config.error_tile)
+
+    def _moving_pixels(self):
+        """The flags of the moving-pixel detector (``motion_after``), empty until it first runs."""
+        from n3f.pipeline.motion import MovingPixels
+
+        if self.transient is None:
+            raise N3FError(
+                "motion_after detects moving pixels for the transient streams; this fit has none. Fit with --dynamic, or set motion_after = 0"
+            )
+        H, W = self.data.images.shape[1:3]
+        return MovingPixels(len(self.data.rows), H, W, self.config.motion_stride or max(1, W // 128))
+
+    def _detect_due(self) -> bool:
+        """Whether the moving-pixel detector runs before the coming step."""
+        cfg = self.config
+        if self.moving is None or self.step < cfg.motion_after or int(self.moving.detected_at) == self.step:
+            return False
+        since = self.step - cfg.motion_after
+        return since == 0 or (cfg.motion_every > 0 and since % cfg.motion_every == 0)
+
+    def detect_motion(self) -> dict:
+        """Run the moving-pixel detector on the training frames now and keep its flags; returns
+        its counts (see :func:`n3f.pipeline.motion.detect_moving_pixels`)."""
+        from n3f.pipeline.motion import detect_moving_pixels
+
+        cfg = self.config
+        sample, gate, counts = detect_moving_pixels(
+            self, self.moving.stride, cfg.motion_threshold, cfg.motion_gate_dilation, cfg.motion_sample_radius, progress=self.progress
+        )
+        self.moving.set(sample, gate, self.step)
+        return counts
 
     @property
     def static_near(self) -> float:
@@ -590,14 +646,20 @@ class Trainer:
                 refresh_occupied=cfg.grid_refresh_occupied,
             )
             distributed.broadcast_module_state(self.grid, self.dist)
+        detected = self.detect_motion() if self._detect_due() else None
         n_rays = int(min(cfg.max_rays, max(256, self.n_rays)))
         frame = torch.randint(0, n, (n_rays,), generator=self.generator)
         px = torch.randint(0, W, (n_rays,), generator=self.generator)
         py = torch.randint(0, H, (n_rays,), generator=self.generator)
-        if self.error_map is not None:  # the first rays come from the error map instead
-            k = round(cfg.error_sampling * n_rays)
-            drawn = self.error_map.draw(k, self.generator)
-            frame, px, py = (torch.cat([d, u[k:]]) for d, u in zip(drawn, (frame, px, py)))
+        drawn = []  # the first rays come from the error map and the moving pixels instead
+        if self.error_map is not None:
+            drawn.append(self.error_map.draw(round(cfg.error_sampling * n_rays), self.generator))
+        if self.moving is not None and cfg.motion_sampling > 0:
+            drawn.append(self.moving.draw(round(cfg.motion_sampling * n_rays), self.generator))
+        drawn = [d for d in drawn if d is not None]
+        if drawn:
+            k = sum(len(d[0]) for d in drawn)
+            frame, px, py = (torch.cat([*(d[i] for d in drawn), u[k:]]) for i, u in enumerate((frame, px, py)))
         jitter = torch.rand(n_rays, generator=self.generator)
         background = torch.rand(n_rays, 3, generator=self.generator) if cfg.background == "random" else None
         if self.dist.active:  # every rank drew the global batch; keep this rank's slice
@@ -611,11 +673,14 @@ class Trainer:
         target_feat = sample_features(self.data.features, row, xy, self.data.geometry) / self.data.feature_scale
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
         if self.transient is not None:
-            stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background)
+            moving = self.moving.gated(frame, px, py) if self.moving is not None and int(self.moving.detected_at) >= 0 else None
+            stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background, moving)
         else:
             stats = self._static_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background)
         if self.error_map is not None:
             self.error_map.update(frame, px, py, stats.pop("residual"))
+        if detected is not None:
+            stats["motion"] = detected
         return stats
 
     def _static_step(self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int, background=None) -> dict:
@@ -731,11 +796,14 @@ class Trainer:
         R = c2w[:, :3, :3].transpose(1, 2)
         return torch.cat([R, -(R @ c2w[:, :3, 3:4])], -1)
 
-    def _transient_step(self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int, background=None) -> dict:
+    def _transient_step(
+        self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int, background=None, moving=None
+    ) -> dict:
         """One step of the three-stream student: colour and feature losses on the composite of all
         streams, the uncertainty's likelihood, the transient sparsity penalty and the static field's
         own loss (:func:`n3f.student.transient.static_alone_loss`). ``background``: (n, 3)
-        colours behind the rays, or None for black."""
+        colours behind the rays, or None for black. ``moving``: (n,) bool, rays the moving-pixel
+        detector flagged (they give the static field no gradient), or None."""
         from n3f.student.render_streams import render_streams
         from n3f.student.transient import static_alone_loss
 
@@ -754,7 +822,7 @@ class Trainer:
             jitter=jitter.to(dev),
             detach_weights=detach,
             static_alone=cfg.static_alone_weight > 0,
-            static_gate=self._static_gate(target_rgb.to(dev)),
+            static_gate=self._static_gate(target_rgb.to(dev), None if moving is None else moving.to(dev)),
             entropy_skew=cfg.dynamic_entropy_skew if cfg.dynamic_entropy > 0 else None,
             background=None if background is None else background.to(dev),
         )
@@ -789,19 +857,22 @@ class Trainer:
         self._optimise(loss, share)
         return self._finish_step(loss, rgb_loss, feat_loss, out, n_rays, share, sq)
 
-    def _static_gate(self, target_rgb: torch.Tensor):
+    def _static_gate(self, target_rgb: torch.Tensor, moving: torch.Tensor | None = None):
         """The gate of :func:`n3f.student.render_streams.render_streams` for this step: rays whose
         static render misses the pixel's colour (mean squared error) by more than ``static_trim``
         times the batch's median miss, and by more than ``static_trim_floor``, give the static
-        field no gradient. None before ``static_trim_after`` steps or with the trim off."""
+        field no gradient, and so do the rays ``moving`` (n,) bool flags. None when neither
+        applies (before ``static_trim_after`` steps or with the trim off, and no flags)."""
         cfg = self.config
+        keep = None if moving is None else (~moving).to(target_rgb.dtype)
         if cfg.static_trim <= 0 or self.step < cfg.static_trim_after:
-            return None
+            return None if keep is None else (lambda alone: keep)
 
         def gate(alone: dict[str, torch.Tensor]) -> torch.Tensor:
             miss = ((alone["rgb"] - target_rgb) ** 2).mean(-1)
             threshold = torch.clamp_min(cfg.static_trim * miss.median(), cfg.static_trim_floor)
-            return (miss <= threshold).to(target_rgb.dtype)
+            trimmed = (miss <= threshold).to(target_rgb.dtype)
+            return trimmed if keep is None else trimmed * keep
 
         return gate
 
@@ -884,6 +955,23 @@ class Trainer:
                     parts.setdefault(k, []).append(v.cpu())
         scalar = ("depth", "opacity", "surface/depth", "surface/share", "beta", "share/static", "share/dynamic", "share/actor")
         return {k: torch.cat(v).squeeze(-1) if k in scalar else torch.cat(v) for k, v in parts.items()}
+
+    @torch.no_grad()
+    def actor_opacity(self, frame, xy: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """(N,) opacity of the actor stream alone on the rays through pixel positions ``xy`` (N, 2)
+        of a frame of a three-stream run (see :func:`n3f.student.render_streams.actor_opacity`)."""
+        from n3f.render.rays import pixel_rays
+        from n3f.student.render_streams import actor_opacity
+
+        coeffs = frame.distortion.opencv_coefficients() if frame.distortion is not None else None
+        _, dirs = pixel_rays(torch.tensor(frame.K), torch.tensor(frame.c2w), xy, coeffs)
+        w2c = self._w2c(torch.tensor(frame.c2w, dtype=torch.float32)[None]).to(self.device)
+        ids = torch.full((chunk,), self.frame_index(frame), dtype=torch.long, device=self.device)
+        parts = []
+        for start in range(0, len(xy), chunk):
+            d = dirs[start : start + chunk].to(self.device)
+            parts.append(actor_opacity(self.transient, d, ids[: len(d)], w2c.expand(len(d), -1, -1)).cpu())
+        return torch.cat(parts)
 
     @torch.no_grad()
     def render_frame(self, frame, chunk: int = 8192, features: bool = True, field=None) -> dict[str, torch.Tensor]:
@@ -970,6 +1058,7 @@ class Trainer:
                 else {}
             ),
             **({"error_map": self.error_map.state_dict()} if self.error_map is not None else {}),
+            **({"moving_pixels": self.moving.state_dict()} if self.moving is not None else {}),
         }
 
     def save_checkpoint(self) -> Path:
@@ -1031,6 +1120,13 @@ class Trainer:
                     f"{self.config.error_sampling}); resume with the config the run was started with"
                 )
             self.error_map.load_state_dict(state["error_map"])
+        if self.moving is not None:
+            if "moving_pixels" not in state:
+                raise N3FError(
+                    f"checkpoint {path} has no moving-pixel flags but this run's config detects them (motion_after = "
+                    f"{self.config.motion_after}); resume with the config the run was started with"
+                )
+            self.moving.load_state_dict(state["moving_pixels"])
         self.grid.load_state_dict(state["grid"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
@@ -1221,6 +1317,8 @@ def _loop(trainer: Trainer, metrics_path: Path, quiet: bool) -> None:
             window_rays += stats["rays"]
             if not trainer.dist.is_main:  # rank 0 alone writes metrics, renders and checkpoints
                 continue
+            if "motion" in stats:  # the moving-pixel detector ran before this step
+                _append_metrics(metrics_path, {"step": trainer.step - 1, **{f"motion/{k}": v for k, v in stats["motion"].items()}})
             if trainer.step % 25 == 0 or trainer.step == cfg.steps:
                 now = time.perf_counter()
                 rays_s = window_rays / max(now - window_start, 1e-9)

@@ -11,11 +11,26 @@ on static texture.
 
 The score is a map per frame; :func:`motion_scores` computes it, and
 ``tools/measure_motion.py`` scores it against exact masks.
+
+In a three-stream fit (``FitConfig.motion_after``) :func:`detect_moving_pixels` scores the
+training frames with the static field's own depth and :class:`MovingPixels` keeps the result: a
+share of each step's rays is drawn from the flagged pixels (the transient streams see the moving
+object often enough to learn it) and the flagged pixels give the static field no gradient (it
+cannot take the moving object in). The depth is the static field's *surface* depth (the mode of
+each ray's weights, not the mean: fog in front of a half-learned wall drags the mean far off) and
+pixels whose surface holds under half of the ray's weight go unscored.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
+from torch import nn
+
+DETECTOR_OFFSETS = (-24, -16, -8, 8, 16, 24)
+MIN_SURFACE_SHARE = 0.5  # pixels whose static surface holds less of the ray's weight are unscored
 
 
 def points_from_depth(frame, depth: np.ndarray) -> np.ndarray:
@@ -30,10 +45,11 @@ def motion_scores(
     frames: list,
     images: list[np.ndarray],
     points: list[np.ndarray],
-    offsets: tuple[int, ...] = (-24, -16, -8, 8, 16, 24),
+    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
     occlusion_tolerance: float = 0.05,
     min_views: int = 2,
     quantile: float = 0.0,
+    search_radius: int = 0,
 ) -> list[np.ndarray]:
     """Per-pixel colour inconsistency of each frame with its neighbours in the video.
 
@@ -50,6 +66,10 @@ def motion_scores(
         quantile: which quantile of the neighbours' differences is the score: 0 (the best
             agreeing neighbour; a static point needs one frame that shows it unoccluded, a moving
             one disagrees with all) up to 0.5 (the median).
+        search_radius: compare with the best-matching pixel within this many pixels of the
+            projection in each neighbour (0: the projection's pixel alone). Forgives a depth a pixel
+            or so off, which at object outlines lands on the other side of the edge; an object that
+            moved further than this still disagrees.
 
     Returns:
         Per frame an (H, W) float32 map: the ``quantile`` over the neighbours that see the pixel's
@@ -73,8 +93,12 @@ def motion_scores(
             diff = np.full(len(world), np.nan, dtype=np.float32)
             uu, vv = u[inside], v[inside]
             seen = depths[j][vv, uu] >= z[inside] * (1 - occlusion_tolerance)
-            rows = np.flatnonzero(inside)[seen]
-            diff[rows] = np.abs(images[j][vv[seen], uu[seen]] - colour[rows]).mean(-1)
+            rows, uu, vv = np.flatnonzero(inside)[seen], uu[seen], vv[seen]
+            diff[rows] = np.inf
+            for dy in range(-search_radius, search_radius + 1):
+                for dx in range(-search_radius, search_radius + 1):
+                    near = images[j][np.clip(vv + dy, 0, H - 1), np.clip(uu + dx, 0, W - 1)]
+                    diff[rows] = np.minimum(diff[rows], np.abs(near - colour[rows]).mean(-1))
             diffs.append(diff)
         score = np.full(len(world), np.nan, dtype=np.float32)
         if diffs:
@@ -84,3 +108,139 @@ def motion_scores(
                 score[enough] = np.nanquantile(stack[:, enough], quantile, axis=0, method="lower")
         scores.append(score.reshape(H, W))
     return scores
+
+
+class MovingPixels(nn.Module):
+    """The training pixels a detector flagged as moving, on a grid of ``stride`` x ``stride``
+    pixel cells: draws training pixels among them, and says which rays the static field must not
+    learn from. A module with buffers, kept on the CPU beside the random generator, so checkpoints
+    carry it and a resumed fit draws the same pixels.
+
+    Args:
+        n_frames: training frames (rows of the training data); height, width: their size in pixels.
+        stride: cell side in pixels.
+    """
+
+    def __init__(self, n_frames: int, height: int, width: int, stride: int):
+        super().__init__()
+        if stride < 1:
+            raise ValueError(f"moving pixels need stride >= 1 (got {stride})")
+        self.height, self.width, self.stride = int(height), int(width), int(stride)
+        cells = (n_frames, math.ceil(height / stride), math.ceil(width / stride))
+        self.register_buffer("sample", torch.zeros(cells, dtype=torch.bool))  # cells rays are drawn from
+        self.register_buffer("gate", torch.zeros(cells, dtype=torch.bool))  # cells the static field skips
+        self.register_buffer("detected_at", torch.tensor(-1))  # step of the last detection; -1: none yet
+
+    def set(self, sample: torch.Tensor, gate: torch.Tensor, step: int) -> None:
+        """Replace the flags with (n_frames, h, w) bool cell maps ``sample`` and ``gate``, detected
+        at training step ``step``."""
+        self.sample.copy_(sample)
+        self.gate.copy_(gate)
+        self.detected_at.fill_(step)
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``n`` training pixels drawn uniformly among the ``sample`` cells (a cell, then a pixel in
+        it): frame rows, px, py (n,) int64; None when no cell is flagged."""
+        from n3f.pipeline.error_map import draw_in_tiles
+
+        if n <= 0 or not bool(self.sample.any()):
+            return None
+        return draw_in_tiles(self.sample, self.stride, self.height, self.width, n, generator)
+
+    def gated(self, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+        """(n,) bool: the pixels (frame rows, columns, rows; (n,) int64) that lie in ``gate`` cells."""
+        s = self.stride
+        return self.gate[frame.cpu(), py.cpu() // s, px.cpu() // s]
+
+
+@torch.no_grad()
+def score_training_frames(
+    trainer, stride: int, search_radii: tuple[int, ...] = (0,), progress=None
+) -> tuple[list[int], dict[int, np.ndarray], np.ndarray]:
+    """Score a three-stream fit's training frames with :func:`motion_scores`, through the static
+    field's own depth, on a grid of ``stride`` x ``stride`` pixel cells.
+
+    Every training frame is rendered at the cells' centres twice: the static field alone (its
+    surface depth gives each cell's world point; cells whose surface holds ``MIN_SURFACE_SHARE``
+    of the ray's weight or less go unscored) and the actor stream alone (its opacity). Frames are
+    compared in video order (by ``time``).
+
+    Args:
+        trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
+        stride: cell side in training pixels.
+        search_radii: score with each of these ``search_radius`` values of :func:`motion_scores`.
+        progress: optional ``progress(iterable, description, total)`` wrapper.
+
+    Returns:
+        ``rows``: the training rows in video order; ``scores``: per search radius an
+        (n_train_rows, h, w) float32 array in training-row order, NaN where unscored; ``actor`` (n_train_rows, h, w) the actor stream's
+        opacity. ``h, w = ceil(H / stride), ceil(W / stride)``.
+    """
+    import torch.nn.functional as F
+
+    from n3f.pipeline.maps import SURFACE_WINDOW_STEPS
+    from n3f.render.rays import pixel_rays
+    from n3f.scene.normalise import resize_frame
+
+    H, W = trainer.data.images.shape[1:3]
+    h, w = math.ceil(H / stride), math.ceil(W / stride)
+    rows = sorted(range(len(trainer.train_ids)), key=lambda r: trainer.scene.frames[trainer.train_ids[r]].time)
+    jj, ii = np.mgrid[0:h, 0:w]
+    xy = torch.tensor(np.stack([(ii.ravel() + 0.5) * W / w, (jj.ravel() + 0.5) * H / h], 1), dtype=torch.float32)
+    frames, images, points = [], [], []
+    surface = np.zeros((len(rows), h, w), dtype=np.float32)
+    actor = np.zeros_like(surface)
+    for r in progress(rows, "detecting moving pixels", len(rows)) if progress else rows:
+        full = trainer.scene.frames[trainer.train_ids[r]]
+        alone = trainer.render_pixels(full, xy, features=False, surface_window=SURFACE_WINDOW_STEPS * trainer.step_size)
+        o, d = pixel_rays(torch.tensor(full.K), torch.tensor(full.c2w), xy)
+        points.append((o + alone["surface/depth"][:, None] * d).numpy().reshape(h, w, 3))
+        surface[r] = alone["surface/share"].numpy().reshape(h, w)
+        actor[r] = trainer.actor_opacity(full, xy).numpy().reshape(h, w)
+        image = trainer.data.images[trainer.train_ids[r]].permute(2, 0, 1)[None].float() / 255
+        images.append(F.interpolate(image, size=(h, w), mode="area")[0].permute(1, 2, 0).numpy())
+        frames.append(resize_frame(full, w, h))
+    scores = {}
+    for radius in search_radii:
+        scores[radius] = np.full((len(rows), h, w), np.nan, dtype=np.float32)
+        scores[radius][rows] = np.stack(motion_scores(frames, images, points, search_radius=radius))
+        scores[radius][surface <= MIN_SURFACE_SHARE] = np.nan
+    return rows, scores, actor
+
+
+def detect_moving_pixels(
+    trainer,
+    stride: int,
+    threshold: float,
+    gate_dilation: int = 1,
+    sample_radius: int = 0,
+    progress=None,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Flag the moving pixels of a three-stream fit's training frames: the cells of
+    :func:`score_training_frames` whose score is above ``threshold``. Rays are drawn where the
+    flag is surest (scored with a search radius, which forgives depth errors at object outlines);
+    the static field skips every flagged cell and its neighbours.
+
+    Args:
+        trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
+        stride: cell side in training pixels; threshold: score above which a cell moves (mean
+            absolute RGB difference, 0-1 units).
+        gate_dilation: cells the static field skips are the flagged ones grown by this many cells
+            (a detector finds part of a moving object; its rest must not teach the static field).
+        sample_radius: the ``search_radius`` of the scores that choose where rays are drawn.
+        progress: optional ``progress(iterable, description, total)`` wrapper.
+
+    Returns:
+        ``sample`` and ``gate``, (n_train_rows, ceil(H / stride), ceil(W / stride)) bool maps in
+        training-row order: cells flagged by the ``sample_radius`` scores that the actor stream
+        does not already hold (opacity 0.5 or less; rays are drawn there), and the cells flagged
+        by the plain scores grown by ``gate_dilation``; and a dict of counts.
+    """
+    from scipy.ndimage import binary_dilation
+
+    _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), progress)
+    flagged = np.nan_to_num(scores[0], nan=0.0) > threshold
+    gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
+    sample = torch.from_numpy((np.nan_to_num(scores[sample_radius], nan=0.0) > threshold) & (actor <= 0.5))
+    counts = {"cells": sample.numel(), "sample_cells": int(sample.sum()), "gate_cells": int(gate.sum())}
+    return sample, torch.from_numpy(gate), counts

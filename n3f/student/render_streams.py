@@ -86,12 +86,7 @@ def render_streams(
             _, trans, alphas = render_weight_from_density(ts, te, sigma, ri)
             keep = (trans > min_transmittance) & (alphas > 1e-6)
         ri, ts, te = ri[keep], ts[keep], te[keep]
-    depth = transient.config.actor_depth
-    zeros = torch.zeros(n_rays, device=o.device)
-    a_jitter = None if jitter is None else jitter[:, None].expand(-1, transient.config.actor_samples)
-    a_ts, a_te = stratified(zeros, zeros + depth, transient.config.actor_samples, a_jitter)
-    a_ri = torch.arange(n_rays, device=o.device).repeat_interleave(transient.config.actor_samples)
-    a_ts, a_te = a_ts.reshape(-1), a_te.reshape(-1)
+    a_ri, a_ts, a_te = actor_samples(transient, n_rays, jitter, o.device)
 
     mids = (ts + te) / 2
     pts = space.points(o[ri], d[ri], mids)
@@ -106,9 +101,7 @@ def render_streams(
         gate = static_gate(alone).detach()[ri]
         static_out = {k: scale_gradient(v, gate if v.dim() == 1 else gate[:, None]) for k, v in static_out.items()}
     world = mix_streams({"static": static_out, "dynamic": transient.dynamic_fields(pts, frame_ids[ri], features)}, features)
-    a_mids = (a_ts + a_te) / 2
-    cam = torch.einsum("nij,nj->ni", w2c[:, :3, :3], dirs)  # ray directions in camera coordinates
-    actor = mix_streams({"actor": transient.actor_fields(a_mids[:, None] * cam[a_ri], frame_ids[a_ri], features)}, features)
+    actor = mix_streams({"actor": _actor_at_samples(transient, dirs, frame_ids, w2c, a_ri, a_ts, a_te, features)}, features)
 
     ray_indices, t_starts, t_ends, source = merge_packed((ri, ts, te), (a_ri, a_ts, a_te))
     values = {k: torch.cat([world[k], actor[k]])[source] for k in world}
@@ -136,6 +129,42 @@ def render_streams(
         alone = composite(alone_weights, channels, mids, ri, n_rays, detach_weights=detach_weights, background=behind)
         out.update({f"static/{k}": alone[k] for k in (*channels, "opacity")})
     return out
+
+
+def actor_samples(
+    transient: TransientStreams, n_rays: int, jitter: torch.Tensor | None, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The actor stream's packed samples: ``actor_samples`` stratified intervals per ray over
+    [0, ``actor_depth``] from the camera (``jitter`` (n_rays,) in [0, 1) or None for midpoints).
+    Returns ray indices, t_starts and t_ends, (n_rays * actor_samples,) each."""
+    n = transient.config.actor_samples
+    zeros = torch.zeros(n_rays, device=device)
+    a_jitter = None if jitter is None else jitter[:, None].expand(-1, n)
+    a_ts, a_te = stratified(zeros, zeros + transient.config.actor_depth, n, a_jitter)
+    return torch.arange(n_rays, device=device).repeat_interleave(n), a_ts.reshape(-1), a_te.reshape(-1)
+
+
+def _actor_at_samples(transient, dirs, frame_ids, w2c, a_ri, a_ts, a_te, features: bool) -> dict[str, torch.Tensor]:
+    """The actor stream's outputs at its packed samples (camera-coordinate points ``t * dir``)."""
+    cam = torch.einsum("nij,nj->ni", w2c[:, :3, :3], dirs)  # ray directions in camera coordinates
+    return transient.actor_fields((a_ts + a_te)[:, None] / 2 * cam[a_ri], frame_ids[a_ri], features)
+
+
+@torch.no_grad()
+def actor_opacity(transient: TransientStreams, dirs: torch.Tensor, frame_ids: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
+    """How much of each ray the actor stream alone covers: (n_rays,) opacity in [0, 1] of its
+    density over [0, ``actor_depth``], midpoint samples. The actor lies in front of every other
+    stream, so this is also the share of the ray it holds in the render of all streams when that
+    render is opaque.
+
+    Args:
+        transient: the transient streams; dirs: (n_rays, 3) unit world directions.
+        frame_ids: (n_rays,) scene index of each ray's frame; w2c: (n_rays, 3, 4) world-to-camera.
+    """
+    a_ri, a_ts, a_te = actor_samples(transient, len(dirs), None, dirs.device)
+    sigma = _actor_at_samples(transient, dirs, frame_ids, w2c, a_ri, a_ts, a_te, features=False)["sigma"]
+    weights, _, _ = render_weight_from_density(a_ts, a_te, sigma, a_ri)
+    return torch.zeros(len(dirs), device=dirs.device, dtype=weights.dtype).index_add_(0, a_ri, weights)
 
 
 def scale_gradient(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

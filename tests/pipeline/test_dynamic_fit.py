@@ -547,3 +547,98 @@ def test_a_fit_with_the_entropy_and_without_frame_appearance_records_and_reloads
     assert trainer.transient.config.frame_appearance is False and trainer.transient.dynamic.appearance_trunk is not None
     assert trainer.transient.actor.appearance_trunk is None
     assert trainer.step == 4
+
+
+def test_a_fit_with_the_motion_detector_logs_its_flags_and_resumes_exactly(kitchen_dir, tmp_path, crash_and_resume, monkeypatch):
+    """The detector runs at steps 4 and 10, its counts go to metrics.jsonl and its flags into the
+    checkpoints; interrupted at step 8 and resumed from step 6 (the step-10 detection runs again
+    after the resume), the fit ends with exactly the uninterrupted fit's weights and flags."""
+    import json
+
+    from n3f.pipeline import motion
+
+    # A 4-step field is fog near the cameras: no ray's surface holds half its weight, and the fog
+    # hides every point from the neighbouring frames. Score every pixel, occluded or not, here.
+    monkeypatch.setattr(motion, "MIN_SURFACE_SHARE", 0.0)
+    scores = motion.motion_scores
+    monkeypatch.setattr(motion, "motion_scores", lambda *a, **k: scores(*a, **k, occlusion_tolerance=1.0))
+    config = _config(kitchen_dir, steps=12, checkpoint_every=6, motion_after=4, motion_every=6, motion_threshold=0.02, motion_stride=2)
+    straight = fit(config, output=tmp_path / "straight", quiet=True)
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    detections = [r for r in rows if "motion/cells" in r]
+    assert [r["step"] for r in detections] == [4, 10]
+    assert all(r["motion/cells"] == 21 * 24 * 32 and 0 < r["motion/sample_cells"] <= r["motion/gate_cells"] for r in detections)
+    resumed = crash_and_resume(config, tmp_path / "resumed", 8, "step-0000006.pt")
+    a = torch.load(latest_checkpoint(resumed), weights_only=False)
+    b = torch.load(latest_checkpoint(straight), weights_only=False)
+    assert int(b["moving_pixels"]["detected_at"]) == 10
+    for part in ("model", "transient", "moving_pixels"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in b[part])
+
+
+def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kitchen_dir, tmp_path):
+    with pytest.raises(N3FError, match="transient streams"):
+        fit(_config(kitchen_dir, dynamic=False, motion_after=5), output=tmp_path / "static", quiet=True)
+    run = fit(_config(kitchen_dir, steps=10), output=tmp_path / "plain", quiet=True)
+    config = read_config(run)
+    (run / "config.toml").write_text((run / "config.toml").read_text().replace("motion_after = 0", "motion_after = 5"))
+    assert read_config(run).motion_after == 5 and config.motion_after == 0
+    with pytest.raises(N3FError, match="no moving-pixel flags"):
+        load_run(run)
+
+
+def test_the_detector_in_a_fit_flags_the_sponge_when_the_static_field_is_exact(dynamic_run, tmp_path):
+    """With the static field's render replaced by the exact depth of the scene without the sponge
+    and the hand (a perfect static field) and the actor's share by the hand's exact mask, the flags
+    the fit would use hold most of the sponge, few static pixels and none of the hand."""
+    from n3f.pipeline.motion import detect_moving_pixels
+    from n3f.scene.dynamic import ACTOR, DYNAMIC, KitchenDynamicConfig, render_kitchen_dynamic, stream_labels
+    from n3f.scene.formats.native import read_native
+    from n3f.scene.images import load_frame_depth, load_frame_mask
+
+    trainer = load_run(dynamic_run)
+    scene = trainer.scene
+    options = dict(n_frames=24, width=64, height=48)
+    static = read_native(render_kitchen_dynamic(tmp_path / "static", KitchenDynamicConfig(**options, exclude=("sponge", "hand"))))
+    by_path = {str(f.image_path): i for i, f in enumerate(scene.frames)}
+    dynamic = scene.metadata["dynamic"]
+
+    def pixels(xy):
+        return (xy[:, 1].long()).numpy(), (xy[:, 0].long()).numpy()
+
+    def actor_opacity(frame, xy):
+        return torch.from_numpy((stream_labels(load_frame_mask(frame), dynamic) == ACTOR)[pixels(xy)].astype(np.float32))
+
+    def render_pixels(frame, xy, features=True, surface_window=None):
+        i = by_path[str(frame.image_path)]
+        rows, cols = pixels(xy)
+        # the static render's depth file, in this scene's normalised units
+        z = load_frame_depth(dataclasses.replace(frame, depth_path=static.frames[i].depth_path))[rows, cols]
+        points = frame.unproject(xy.numpy().astype(np.float64), z)
+        t = np.linalg.norm(points - frame.c2w[:3, 3], axis=1)
+        return {"surface/depth": torch.from_numpy(t.astype(np.float32)), "surface/share": torch.ones(len(xy))}
+
+    trainer.render_pixels, trainer.actor_opacity = render_pixels, actor_opacity
+    sample, gate, counts = detect_moving_pixels(trainer, stride=1, threshold=0.05, gate_dilation=1)
+    labels = np.stack([stream_labels(load_frame_mask(scene.frames[i]), dynamic) for i in trainer.train_ids])
+    sponge, hand = labels == DYNAMIC, labels == ACTOR
+    s, g = sample.numpy(), gate.numpy()
+    # 21 small frames: neighbours 8 and 16 frames away only, and antialiased edges
+    assert s[sponge].mean() > 0.4 and s[~sponge & ~hand].mean() < 0.06 and not s[hand].any()
+    assert (g | ~s).all() and g[sponge].mean() > s[sponge].mean()
+    assert counts == {"cells": s.size, "sample_cells": int(s.sum()), "gate_cells": int(g.sum())}
+
+
+def test_the_actor_alone_covers_what_it_holds_in_the_render_of_all_streams(dynamic_run):
+    """The actor stream's own opacity on a frame's rays is its share of the render of all streams
+    (the actor lies in front of the rest, so its weights are the same in both)."""
+    trainer = load_run(dynamic_run)
+    frame = trainer.scene.frames[trainer.train_ids[3]]
+    jj, ii = np.mgrid[0 : frame.height : 2, 0 : frame.width : 2]
+    xy = torch.tensor(np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1), dtype=torch.float32)
+    # a 20-step actor is thin everywhere; thicken it so that its opacity varies across the frame
+    trainer.transient.actor.config = dataclasses.replace(trainer.transient.actor.config, density_bias=-2.5)
+    opacity = trainer.actor_opacity(frame, xy)
+    out = trainer.render_pixels(frame, xy, features=False, streams="all")
+    assert float(opacity.max() - opacity.min()) > 0.1  # neither empty nor opaque everywhere
+    torch.testing.assert_close(opacity, out["share/actor"], atol=1e-5, rtol=1e-5)
