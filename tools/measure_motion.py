@@ -13,9 +13,13 @@ The static surface each pixel sees comes from one of:
   whose surface holds half of the ray's weight or less are unscored). ``--offsets`` and
   ``--quantile`` apply to the oracle only.
 
+``--flags RUN`` instead scores the flags a fit with the detector (``--motion-after``) keeps in its
+last checkpoint: the cells rays are drawn from and the cells the static field skips.
+
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24]
-  python tools/measure_motion.py --run RUN [--stride 2]
+  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1]
+  python tools/measure_motion.py --flags RUN
 """
 
 from __future__ import annotations
@@ -72,9 +76,41 @@ def _run_scores(run: Path, stride: int, radius: int):
     return [scores[r] for r in rows], images, masks
 
 
+def _score_flags(run: Path) -> None:
+    """Print how the moving-pixel flags in ``run``'s last checkpoint cover the exact masks."""
+    from n3f.pipeline.fit import latest_checkpoint, read_checkpoint, read_config
+    from n3f.scene.catalog import load_scene
+    from n3f.scene.images import load_frame_mask
+
+    ckpt = latest_checkpoint(run)
+    state = read_checkpoint(ckpt) if ckpt is not None else {}
+    if "moving_pixels" not in state:
+        raise SystemExit(f"{run} has no checkpoint with moving-pixel flags (fit it with --motion-after)")
+    flags = {k: state["moving_pixels"][k].numpy() for k in ("sample", "gate")}
+    scene = load_scene(read_config(run).scene)
+    _, h, w = flags["sample"].shape
+    masks = []
+    for i in scene.split_indices("train"):
+        f = scene.frames[i]
+        ys, xs = ((np.arange(h) + 0.5) * f.height / h).astype(int), ((np.arange(w) + 0.5) * f.width / w).astype(int)
+        masks.append(load_frame_mask(f)[ys][:, xs])
+    m = np.stack(masks)
+    sponge, hand = m == SPONGE, m == HAND
+    row = {"checkpoint": str(ckpt), "detected_at_step": int(state["moving_pixels"]["detected_at"])}
+    for name, f in flags.items():
+        row[name] = {
+            "sponge": round(float(f[sponge].mean()), 3),
+            "hand": round(float(f[hand].mean()), 3),
+            "static": round(float(f[~(sponge | hand)].mean()), 4),
+            "sponge_share": round(float(f[sponge].sum() / max(f.sum(), 1)), 3),
+        }
+    print(json.dumps({"metric": "motion_flags", **row}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="use this fitted run's static depth (default: exact depth of the static scene)")
+    parser.add_argument("--flags", type=Path, metavar="RUN", help="score the flags in this run's last checkpoint instead")
     parser.add_argument("--size", default="128x96", help="render size for the oracle depth, WxH")
     parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
     parser.add_argument("--offsets", default="-24,-16,-8,8,16,24", help="neighbouring training frames compared")
@@ -82,6 +118,9 @@ def main() -> None:
     parser.add_argument("--search-radius", type=int, default=0, help="best match within this many pixels in each neighbour")
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
+    if args.flags is not None:
+        _score_flags(args.flags)
+        return
 
     from PIL import Image
     from sklearn.metrics import roc_auc_score
