@@ -525,10 +525,7 @@ class Trainer:
         """The flags of the moving-pixel detector (``motion_after``), empty until it first runs."""
         from n3f.pipeline.motion import MovingPixels
 
-        if self.transient is None:
-            raise N3FError(
-                "motion_after detects moving pixels for the transient streams; this fit has none. Fit with --dynamic, or set motion_after = 0"
-            )
+        check_motion(self.config)
         H, W = self.data.images.shape[1:3]
         return MovingPixels(len(self.data.rows), H, W, self.config.motion_stride or max(1, W // 128))
 
@@ -1268,6 +1265,7 @@ def fit(
     config = dataclasses.replace(
         config, feature_rendering=resolve_feature_rendering(config), contraction=resolve_contraction(config, scene)
     )
+    check_motion(config)  # before any run folder exists
     if resume is not None:
         run_dir = Path(resume)
     elif ctx.is_main:
@@ -1345,6 +1343,27 @@ def _loop(trainer: Trainer, metrics_path: Path, quiet: bool) -> None:
                 _append_metrics(metrics_path, {"step": trainer.step, **trainer.evaluate(ids)})
             if final or trainer.step % cfg.checkpoint_every == 0:
                 last_good = trainer.save_checkpoint()
+
+
+def check_motion(config: FitConfig) -> None:
+    """Refuse moving-pixel detector settings that cannot work (``motion_*`` of :class:`FitConfig`),
+    ``config.dynamic`` already resolved.
+
+    Raises:
+        N3FError: naming the setting and what it takes.
+    """
+    if config.motion_after < 0 or config.motion_every < 0:
+        raise N3FError(f"motion_after and motion_every are step counts, at least 0 (got {config.motion_after}, {config.motion_every})")
+    if config.motion_after == 0:
+        return
+    if not config.dynamic:
+        raise N3FError(
+            "--motion-after detects moving pixels for the transient streams; this fit has none. Fit with --dynamic, or drop --motion-after"
+        )
+    if not 0 <= config.motion_sampling <= 1:
+        raise N3FError(f"motion_sampling is a share of the rays, between 0 and 1 (got {config.motion_sampling})")
+    if config.motion_gate_dilation < 0 or config.motion_sample_radius < 0 or config.motion_stride < 0:
+        raise N3FError("motion_gate_dilation, motion_sample_radius and motion_stride are cell counts, at least 0")
 
 
 def load_run(run_dir: Path, quiet: bool = True) -> Trainer:

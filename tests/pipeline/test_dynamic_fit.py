@@ -577,8 +577,10 @@ def test_a_fit_with_the_motion_detector_logs_its_flags_and_resumes_exactly(kitch
 
 
 def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kitchen_dir, tmp_path):
-    with pytest.raises(N3FError, match="transient streams"):
-        fit(_config(kitchen_dir, dynamic=False, motion_after=5), output=tmp_path / "static", quiet=True)
+    for bad, message in (({"dynamic": False}, "transient streams"), ({"motion_sampling": 1.5}, "share of the rays")):
+        with pytest.raises(N3FError, match=message):
+            fit(_config(kitchen_dir, motion_after=5, **bad), output=tmp_path / "refused", quiet=True)
+    assert not (tmp_path / "refused").exists()  # refused before any run folder exists
     run = fit(_config(kitchen_dir, steps=10), output=tmp_path / "plain", quiet=True)
     config = read_config(run)
     (run / "config.toml").write_text((run / "config.toml").read_text().replace("motion_after = 0", "motion_after = 5"))
