@@ -76,11 +76,14 @@ def _run_scores(run: Path, stride: int, radius: int):
     return [scores[r] for r in rows], images, masks
 
 
-def _score_flags(run: Path) -> None:
-    """Print how the moving-pixel flags in ``run``'s last checkpoint cover the exact masks."""
+def _score_flags(run: Path, output: Path) -> None:
+    """Print how the moving-pixel flags in ``run``'s last checkpoint cover the exact masks, and
+    draw them over six training frames (``output/motion_flags.png``)."""
+    from PIL import Image
+
     from n3f.pipeline.fit import latest_checkpoint, read_checkpoint, read_config
     from n3f.scene.catalog import load_scene
-    from n3f.scene.images import load_frame_mask
+    from n3f.scene.images import load_frame_image, load_frame_mask
 
     ckpt = latest_checkpoint(run)
     state = read_checkpoint(ckpt) if ckpt is not None else {}
@@ -89,11 +92,12 @@ def _score_flags(run: Path) -> None:
     flags = {k: state["moving_pixels"][k].numpy() for k in ("sample", "gate")}
     scene = load_scene(read_config(run).scene)
     _, h, w = flags["sample"].shape
-    masks = []
+    masks, images = [], []
     for i in scene.split_indices("train"):
         f = scene.frames[i]
         ys, xs = ((np.arange(h) + 0.5) * f.height / h).astype(int), ((np.arange(w) + 0.5) * f.width / w).astype(int)
         masks.append(load_frame_mask(f)[ys][:, xs])
+        images.append(load_frame_image(f)[ys][:, xs])
     m = np.stack(masks)
     sponge, hand = m == SPONGE, m == HAND
     row = {"checkpoint": str(ckpt), "detected_at_step": int(state["moving_pixels"]["detected_at"])}
@@ -105,6 +109,20 @@ def _score_flags(run: Path) -> None:
             "sponge_share": round(float(f[sponge].sum() / max(f.sum(), 1)), 3),
         }
     print(json.dumps({"metric": "motion_flags", **row}))
+    picture = []
+    for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:
+        frame = (images[k] * 255).astype(np.uint8)
+        shown = frame.copy()
+        gate, sample = flags["gate"][k], flags["sample"][k]
+        shown[gate] = (shown[gate] * 0.4 + np.array([0, 0, 255]) * 0.6).astype(np.uint8)
+        shown[sample] = (255, 0, 0)
+        truth = np.zeros_like(frame)
+        truth[m[k] == SPONGE], truth[m[k] == HAND] = (255, 255, 0), (0, 255, 0)
+        picture.append(np.concatenate([frame, shown, truth], 1))
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "motion_flags.png"
+    Image.fromarray(np.concatenate(picture, 0)).save(path)
+    print(f"picture: {path} (frame | red: rays drawn here, blue: the static field skips | exact masks: yellow sponge, green hand)")
 
 
 def main() -> None:
@@ -119,7 +137,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
-        _score_flags(args.flags)
+        _score_flags(args.flags, args.output)
         return
 
     from PIL import Image
