@@ -54,13 +54,21 @@ def _oracle_inputs(size: tuple[int, int], folder: Path):
     return frames, [load_frame_image(f) for f in frames], points, [load_frame_mask(f) for f in frames]
 
 
+def _at_cell_centres(frame, h: int, w: int):
+    """A frame's image (h, w, 3) and exact mask (h, w) read at the centres of an h x w grid of cells."""
+    from n3f.scene.images import load_frame_image, load_frame_mask
+
+    ys = ((np.arange(h) + 0.5) * frame.height / h).astype(int)
+    xs = ((np.arange(w) + 0.5) * frame.width / w).astype(int)
+    return load_frame_image(frame)[ys][:, xs], load_frame_mask(frame)[ys][:, xs]
+
+
 def _run_scores(run: Path, stride: int, radius: int):
     """A fitted run's detector scores (the fit's own :func:`score_training_frames`: the static
     field's surface depth, unsure surfaces unscored), images and exact masks at the cells' centres,
     training frames in video order."""
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.motion import score_training_frames
-    from n3f.scene.images import load_frame_image, load_frame_mask
 
     trainer = load_run(run)
     rows, scores, _ = score_training_frames(trainer, stride, (radius,))
@@ -69,10 +77,9 @@ def _run_scores(run: Path, stride: int, radius: int):
     for r in rows:
         full = trainer.scene.frames[trainer.train_ids[r]]
         h, w = scores.shape[1:]
-        ys = ((np.arange(h) + 0.5) * full.height / h).astype(int)
-        xs = ((np.arange(w) + 0.5) * full.width / w).astype(int)
-        images.append(load_frame_image(full)[ys][:, xs])
-        masks.append(load_frame_mask(full)[ys][:, xs])
+        image, mask = _at_cell_centres(full, h, w)
+        images.append(image)
+        masks.append(mask)
     return [scores[r] for r in rows], images, masks
 
 
@@ -83,7 +90,6 @@ def _score_flags(run: Path, output: Path) -> None:
 
     from n3f.pipeline.fit import latest_checkpoint, read_checkpoint, read_config
     from n3f.scene.catalog import load_scene
-    from n3f.scene.images import load_frame_image, load_frame_mask
 
     ckpt = latest_checkpoint(run)
     state = read_checkpoint(ckpt) if ckpt is not None else {}
@@ -94,10 +100,9 @@ def _score_flags(run: Path, output: Path) -> None:
     _, h, w = flags["sample"].shape
     masks, images = [], []
     for i in scene.split_indices("train"):
-        f = scene.frames[i]
-        ys, xs = ((np.arange(h) + 0.5) * f.height / h).astype(int), ((np.arange(w) + 0.5) * f.width / w).astype(int)
-        masks.append(load_frame_mask(f)[ys][:, xs])
-        images.append(load_frame_image(f)[ys][:, xs])
+        image, mask = _at_cell_centres(scene.frames[i], h, w)
+        masks.append(mask)
+        images.append(image)
     m = np.stack(masks)
     sponge, hand = m == SPONGE, m == HAND
     row = {"checkpoint": str(ckpt), "detected_at_step": int(state["moving_pixels"]["detected_at"])}
