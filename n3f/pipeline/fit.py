@@ -230,6 +230,12 @@ class FitConfig:
             (README, "The detector in the fit") 1 instead of 0 made the drawn cells 18.6% sponge
             instead of 10.2%, and the dynamic stream held 13% of the sponge instead of 7%. Runs
             from before the option read as 1 (their detector, if any, was off).
+        motion_sample_opening: rays are drawn from flagged blobs, not lines: the flags that
+            survive an opening by a square of ``2 k + 1`` cells, with the flagged cells connected
+            to them (:func:`n3f.pipeline.motion.keep_blobs`); 0: all flags. Runs from before the
+            option read as 0.
+        motion_gate_opening: the same for the cells the static field skips (before
+            ``motion_gate_dilation``); 0: all flags. Runs from before the option read as 0.
         motion_stride: the detector scores cells of this many training pixels a side; 0: the
             frame's width over 128, at least 1.
     """
@@ -299,6 +305,8 @@ class FitConfig:
     motion_threshold: float = 0.1
     motion_gate_dilation: int = 1
     motion_sample_radius: int = 1
+    motion_sample_opening: int = 0
+    motion_gate_opening: int = 0
     motion_stride: int = 0
 
     def grid_config(self) -> HashGridConfig:
@@ -547,7 +555,14 @@ class Trainer:
 
         cfg = self.config
         sample, gate, counts = detect_moving_pixels(
-            self, self.moving.stride, cfg.motion_threshold, cfg.motion_gate_dilation, cfg.motion_sample_radius, progress=self.progress
+            self,
+            self.moving.stride,
+            cfg.motion_threshold,
+            cfg.motion_gate_dilation,
+            cfg.motion_sample_radius,
+            cfg.motion_sample_opening,
+            cfg.motion_gate_opening,
+            progress=self.progress,
         )
         self.moving.set(sample, gate, self.step)
         return counts
@@ -1213,6 +1228,8 @@ def read_config(run_dir: Path) -> FitConfig:
     doc.setdefault("dynamic_time_grid", False)  # and with a dynamic stream that knew frames by embedding alone
     doc.setdefault("error_sampling", 0.0)  # and with uniform pixel draws
     doc.setdefault("background", "black")  # and over a black background
+    doc.setdefault("motion_sample_opening", 0)  # and drew rays from every flag of the detector
+    doc.setdefault("motion_gate_opening", 0)
     return FitConfig(**{k: v for k, v in doc.items() if k in known})
 
 
@@ -1365,8 +1382,9 @@ def check_motion(config: FitConfig) -> None:
         )
     if not 0 <= config.motion_sampling <= 1:
         raise N3FError(f"motion_sampling is a share of the rays, between 0 and 1 (got {config.motion_sampling})")
-    if config.motion_gate_dilation < 0 or config.motion_sample_radius < 0 or config.motion_stride < 0:
-        raise N3FError("motion_gate_dilation, motion_sample_radius and motion_stride are cell counts, at least 0")
+    counts = ("motion_gate_dilation", "motion_sample_radius", "motion_sample_opening", "motion_gate_opening", "motion_stride")
+    if any(getattr(config, name) < 0 for name in counts):
+        raise N3FError(f"{', '.join(counts)} are cell counts, at least 0")
 
 
 def load_run(run_dir: Path, quiet: bool = True) -> Trainer:

@@ -208,18 +208,43 @@ def score_training_frames(
     return rows, scores, actor
 
 
+def keep_blobs(flags: np.ndarray, radius: int) -> np.ndarray:
+    """Drop thin flags and keep blobs: per frame, the flagged cells connected (8-neighbours) to
+    what survives a morphological opening by a (2 * radius + 1)-cell square.
+
+    A static surface whose depth is a cell off at an object's outline is flagged along the outline,
+    a line one or two cells wide that the opening erases; a moving object is flagged as a blob
+    that survives it, and the reconstruction gives back the blob's ragged edge.
+
+    Args:
+        flags: (n, h, w) bool cell maps; radius: the square's half side in cells (0: keep all).
+
+    Returns:
+        (n, h, w) bool, a subset of ``flags``.
+    """
+    from scipy.ndimage import binary_opening, binary_propagation
+
+    if radius <= 0:
+        return flags
+    square = np.ones((2 * radius + 1,) * 2, dtype=bool)
+    return np.stack([binary_propagation(binary_opening(f, square), structure=np.ones((3, 3), bool), mask=f) for f in flags])
+
+
 def detect_moving_pixels(
     trainer,
     stride: int,
     threshold: float,
     gate_dilation: int = 1,
     sample_radius: int = 0,
+    sample_opening: int = 0,
+    gate_opening: int = 0,
     progress=None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Flag the moving pixels of a three-stream fit's training frames: the cells of
     :func:`score_training_frames` whose score is above ``threshold``. Rays are drawn where the
-    flag is surest (scored with a search radius, which forgives depth errors at object outlines);
-    the static field skips every flagged cell and its neighbours.
+    flag is surest (blobs, not lines: :func:`keep_blobs`; or scored with a search radius, which
+    forgives depth errors at object outlines); the static field skips flagged cells and their
+    neighbours.
 
     Args:
         trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
@@ -228,19 +253,23 @@ def detect_moving_pixels(
         gate_dilation: cells the static field skips are the flagged ones grown by this many cells
             (a detector finds part of a moving object; its rest must not teach the static field).
         sample_radius: the ``search_radius`` of the scores that choose where rays are drawn.
+        sample_opening, gate_opening: the ``radius`` of :func:`keep_blobs` applied to the flags
+            rays are drawn from and to those the static field skips (before the dilation); 0: none.
         progress: optional ``progress(iterable, description, total)`` wrapper.
 
     Returns:
         ``sample`` and ``gate``, (n_train_rows, ceil(H / stride), ceil(W / stride)) bool maps in
         training-row order: cells flagged by the ``sample_radius`` scores that the actor stream
-        does not already hold (opacity 0.5 or less; rays are drawn there), and the cells flagged
-        by the plain scores grown by ``gate_dilation``; and a dict of counts.
+        does not already hold (opacity 0.5 or less), kept by ``keep_blobs(., sample_opening)``
+        (rays are drawn there); and the cells flagged by the plain scores, kept by
+        ``keep_blobs(., gate_opening)`` and grown by ``gate_dilation``; and a dict of counts.
     """
     from scipy.ndimage import binary_dilation
 
     _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), progress)
-    flagged = np.nan_to_num(scores[0], nan=0.0) > threshold
+    flagged = keep_blobs(np.nan_to_num(scores[0], nan=0.0) > threshold, gate_opening)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
-    sample = torch.from_numpy((np.nan_to_num(scores[sample_radius], nan=0.0) > threshold) & (actor <= 0.5))
+    sample = (np.nan_to_num(scores[sample_radius], nan=0.0) > threshold) & (actor <= 0.5)
+    sample = torch.from_numpy(keep_blobs(sample, sample_opening))
     counts = {"cells": sample.numel(), "sample_cells": int(sample.sum()), "gate_cells": int(gate.sum())}
     return sample, torch.from_numpy(gate), counts

@@ -179,6 +179,12 @@ def test_runs_from_before_the_time_grid_read_without_it(tmp_path):
     doc = {k: v for k, v in dataclasses.asdict(FitConfig()).items() if k not in ("dynamic_time_grid", "teacher_options", "dynamic")}
     (tmp_path / "config.toml").write_text(dumps_toml({"schema_version": 1, **doc}))
     assert read_config(tmp_path).dynamic_time_grid is False
+    # and runs from before the detector's blob filter drew rays from all of its flags
+    old = ("motion_sample_opening", "motion_gate_opening")
+    doc = {k: v for k, v in dataclasses.asdict(FitConfig(motion_after=5)).items() if k not in (*old, "teacher_options", "dynamic")}
+    (tmp_path / "config.toml").write_text(dumps_toml({"schema_version": 1, **doc}))
+    config = read_config(tmp_path)
+    assert config.motion_after == 5 and config.motion_sample_opening == 0 and config.motion_gate_opening == 0
 
 
 def test_a_dynamic_fit_writes_its_streams_and_renders_every_one(dynamic_run):
@@ -577,7 +583,12 @@ def test_a_fit_with_the_motion_detector_logs_its_flags_and_resumes_exactly(kitch
 
 
 def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kitchen_dir, tmp_path):
-    for bad, message in (({"dynamic": False}, "transient streams"), ({"motion_sampling": 1.5}, "share of the rays")):
+    refusals = (
+        ({"dynamic": False}, "transient streams"),
+        ({"motion_sampling": 1.5}, "share of the rays"),
+        ({"motion_sample_opening": -1}, "cell counts"),
+    )
+    for bad, message in refusals:
         with pytest.raises(N3FError, match=message):
             fit(_config(kitchen_dir, motion_after=5, **bad), output=tmp_path / "refused", quiet=True)
     assert not (tmp_path / "refused").exists()  # refused before any run folder exists
