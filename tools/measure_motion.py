@@ -13,12 +13,16 @@ The static surface each pixel sees comes from one of:
   whose surface holds half of the ray's weight or less are unscored). ``--offsets`` and
   ``--quantile`` apply to the oracle only.
 
+``--keep-blobs R`` keeps, per threshold, only the flags :func:`n3f.pipeline.motion.keep_blobs`
+keeps (blobs that survive an opening by a (2R + 1)-cell square, with their edges), as a fit with
+``motion_sample_opening = R`` does before it draws rays.
+
 ``--flags RUN`` instead scores the flags a fit with the detector (``--motion-after``) keeps in its
 last checkpoint: the cells rays are drawn from and the cells the static field skips.
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24]
-  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1]
+  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1] [--keep-blobs 1]
   python tools/measure_motion.py --flags RUN
 """
 
@@ -126,7 +130,8 @@ def _score_flags(run: Path, output: Path) -> None:
         picture.append(np.concatenate([frame, shown, truth], 1))
     output.mkdir(parents=True, exist_ok=True)
     path = output / "motion_flags.png"
-    Image.fromarray(np.concatenate(picture, 0)).save(path)
+    sheet = Image.fromarray(np.concatenate(picture, 0))
+    sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST).save(path)  # one cell: 2 x 2 screen pixels
     print(f"picture: {path} (frame | red: rays drawn here, blue: the static field skips | exact masks: yellow sponge, green hand)")
 
 
@@ -139,6 +144,9 @@ def main() -> None:
     parser.add_argument("--offsets", default="-24,-16,-8,8,16,24", help="neighbouring training frames compared")
     parser.add_argument("--quantile", type=float, default=0.0, help="quantile of the neighbours' differences")
     parser.add_argument("--search-radius", type=int, default=0, help="best match within this many pixels in each neighbour")
+    parser.add_argument(
+        "--keep-blobs", type=int, default=0, metavar="R", help="keep only flagged blobs (keep_blobs radius R; 0: all flags)"
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
@@ -148,7 +156,7 @@ def main() -> None:
     from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from n3f.pipeline.motion import motion_scores
+    from n3f.pipeline.motion import keep_blobs, motion_scores
 
     args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
@@ -167,6 +175,7 @@ def main() -> None:
     moving, sponge, hand = np.isin(m, MOVING), m == SPONGE, m == HAND
     figures = {
         "source": source,
+        "keep_blobs": args.keep_blobs,
         "frames": len(scores),
         "scored_share": float(scored.mean()),
         "auc_moving": float(roc_auc_score(moving[scored], s[scored])),
@@ -175,7 +184,9 @@ def main() -> None:
     print(json.dumps({"metric": "motion_detector", **figures}))
     rows = []
     for threshold in (0.05, 0.1, 0.15):
-        flagged = scored & (s > threshold)
+        flagged = np.concatenate(
+            [f.ravel() for f in keep_blobs(np.stack([np.nan_to_num(x, nan=0.0) > threshold for x in scores]), args.keep_blobs)]
+        )
         row = {
             "threshold": threshold,
             "sponge_flagged": float(flagged[sponge].mean()),

@@ -18,7 +18,9 @@ share of each step's rays is drawn from the flagged pixels (the transient stream
 object often enough to learn it) and the flagged pixels give the static field no gradient (it
 cannot take the moving object in). The depth is the static field's *surface* depth (the mode of
 each ray's weights, not the mean: fog in front of a half-learned wall drags the mean far off) and
-pixels whose surface holds under half of the ray's weight go unscored.
+pixels whose surface holds under half of the ray's weight go unscored. Both sets of flags keep
+blobs and drop lines (:func:`keep_blobs`): a depth a cell off at an object's outline flags a thin
+line along it, a moving object a blob.
 """
 
 from __future__ import annotations
