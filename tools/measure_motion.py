@@ -116,7 +116,11 @@ def _score_flags(run: Path, output: Path) -> None:
             "hand": round(float(f[hand].mean()), 3),
             "static": round(float(f[~(sponge | hand)].mean()), 4),
             "sponge_share": round(float(f[sponge].sum() / max(f.sum(), 1)), 3),
+            # frames that show the sponge but flag none of it: the transient streams get no rays
+            # on it there beyond the uniform ones
+            "frames_missing_sponge": int((sponge.any((1, 2)) & ~(f & sponge).any((1, 2))).sum()),
         }
+    row["frames_with_sponge"] = int(sponge.any((1, 2)).sum())
     print(json.dumps({"metric": "motion_flags", **row}))
     picture = []
     for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:

@@ -195,11 +195,9 @@ def compute_features(
     """
     teacher = build_teacher(teacher_name, **(teacher_options or {}))
     height, width = scene.frames[0].height, scene.frames[0].width
-    geometry = teacher.geometry(height, width)
-    n, h, w, C = len(scene), geometry.height, geometry.width, teacher.dim
+    C = teacher.dim
     if pca < 0 or pca > C:
         raise N3FError(f"--pca must be between 0 (keep all {C} channels) and {C}, got {pca}")
-    dim = pca or C
     key_doc = {
         "version": CACHE_VERSION,
         "teacher": teacher.name,
@@ -214,17 +212,45 @@ def compute_features(
     meta_path = folder / "meta.json"
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise N3FError(f"--shard must be i/n with 0 <= i < n (got {shard[0]}/{shard[1]})")
-    if meta_path.is_file():
+
+    def complete() -> bool:
+        if not meta_path.is_file():
+            return False
         meta = json.loads(meta_path.read_text())
-        if meta.get("status") == "complete" and meta.get("key") == key:
-            if shard is not None:
-                return None
-            cache = FeatureCache(folder, meta)
-            if preview and not (folder / "preview").is_dir():
-                write_preview(cache, scene)
-            return cache
+        return meta.get("status") == "complete" and meta.get("key") == key
+
+    def open_complete() -> FeatureCache | None:
+        if shard is not None:
+            return None
+        cache = FeatureCache(folder, json.loads(meta_path.read_text()))
+        if preview and not (folder / "preview").is_dir():
+            write_preview(cache, scene)
+        return cache
+
+    if complete():
+        return open_complete()
     check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if shard is not None:  # shards write their own files; the gathering call builds under the lock
+        return _build_features(teacher, scene, folder, key, key_doc, pca, seed, preview, progress, shard)
+    from filelock import FileLock
+
+    # Two fits of one scene started together would otherwise write the same raw file at once;
+    # the second waits here and then finds the first's cache complete.
+    with FileLock(folder / "build.lock"):
+        if complete():
+            return open_complete()
+        return _build_features(teacher, scene, folder, key, key_doc, pca, seed, preview, progress, shard)
+
+
+def _build_features(teacher, scene, folder: Path, key: str, key_doc: dict, pca: int, seed: int, preview: bool, progress, shard):
+    """Extract the features of ``scene`` into ``folder`` (see :func:`compute_features`, whose
+    arguments these are); the complete cache, or None for a shard."""
+    height, width = scene.frames[0].height, scene.frames[0].width
+    geometry = teacher.geometry(height, width)
+    n, h, w, C = len(scene), geometry.height, geometry.width, teacher.dim
+    dim = pca or C
+    meta_path = folder / "meta.json"
     meta = {
         "status": "partial",
         "key": key,

@@ -124,3 +124,46 @@ def test_cli_features_and_errors(demo_dir, tmp_path):
     assert offline.returncode == 2 and "dino_deitsmall8_pretrain.pth" in offline.stderr and "Traceback" not in offline.stderr
     toomany = run("features", "--scene", str(demo_dir), "--pca", "500", "--output", str(tmp_path))
     assert toomany.returncode == 2 and "--pca" in toomany.stderr
+
+
+def test_two_fits_building_one_cache_at_once_take_turns(small_scene, tmp_path):
+    """A second process (here a thread) asking for a cache another is building waits for it and
+    then reads it, instead of writing the same raw file at the same time."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def held(batches, description, total):
+        for k, batch in enumerate(batches):
+            if k == 1:
+                started.set()
+                assert release.wait(60)
+            yield batch
+
+    second_ran_the_teacher = []
+
+    def second_progress(batches, description, total):
+        second_ran_the_teacher.append(description)
+        yield from batches
+
+    results = {}
+    first = threading.Thread(
+        target=lambda: results.setdefault(
+            "first", compute_features(small_scene, "effnet_lite0", {"batch_size": 2}, pca=8, root=tmp_path, progress=held)
+        )
+    )
+    second = threading.Thread(
+        target=lambda: results.setdefault(
+            "second", compute_features(small_scene, "effnet_lite0", {"batch_size": 2}, pca=8, root=tmp_path, progress=second_progress)
+        )
+    )
+    first.start()
+    assert started.wait(60)
+    second.start()
+    second.join(timeout=2)
+    assert second.is_alive()  # waiting for the first build
+    release.set()
+    first.join(120)
+    second.join(120)
+    assert not second_ran_the_teacher
+    assert np.array_equal(np.asarray(results["first"].features()), np.asarray(results["second"].features()))
