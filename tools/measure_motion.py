@@ -17,12 +17,15 @@ The static surface each pixel sees comes from one of:
 keeps (blobs that survive an opening by a (2R + 1)-cell square, with their edges), as a fit with
 ``motion_sample_opening = R`` does before it draws rays.
 
+``--grow T`` then grows the kept flags through the connected cells scoring above T
+(:func:`n3f.pipeline.motion.grow_flags`), as a fit with ``motion_grow_threshold = T`` does.
+
 ``--flags RUN`` instead scores the flags a fit with the detector (``--motion-after``) keeps in its
 last checkpoint: the cells rays are drawn from and the cells the static field skips.
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24]
-  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1] [--keep-blobs 1]
+  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1] [--keep-blobs 1] [--grow 0.05]
   python tools/measure_motion.py --flags RUN
 """
 
@@ -151,6 +154,7 @@ def main() -> None:
     parser.add_argument(
         "--keep-blobs", type=int, default=0, metavar="R", help="keep only flagged blobs (keep_blobs radius R; 0: all flags)"
     )
+    parser.add_argument("--grow", type=float, default=0.0, metavar="T", help="grow kept flags through cells scoring above T (0: off)")
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
@@ -160,7 +164,7 @@ def main() -> None:
     from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from n3f.pipeline.motion import keep_blobs, motion_scores
+    from n3f.pipeline.motion import grow_flags, keep_blobs, motion_scores
 
     args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
@@ -180,17 +184,21 @@ def main() -> None:
     figures = {
         "source": source,
         "keep_blobs": args.keep_blobs,
+        "grow": args.grow,
         "frames": len(scores),
         "scored_share": float(scored.mean()),
         "auc_moving": float(roc_auc_score(moving[scored], s[scored])),
         "auc_sponge_vs_static": float(roc_auc_score(sponge[scored & ~hand], s[scored & ~hand])),
     }
     print(json.dumps({"metric": "motion_detector", **figures}))
+    stacked, m3 = np.nan_to_num(np.stack(scores), nan=0.0), np.stack(masks)
+    shows_sponge = (m3 == SPONGE).any((1, 2))
     rows = []
     for threshold in (0.05, 0.1, 0.15):
-        flagged = np.concatenate(
-            [f.ravel() for f in keep_blobs(np.stack([np.nan_to_num(x, nan=0.0) > threshold for x in scores]), args.keep_blobs)]
-        )
+        flags = keep_blobs(stacked > threshold, args.keep_blobs)
+        if 0 < args.grow < threshold:
+            flags = grow_flags(flags, stacked > args.grow)
+        flagged = flags.ravel()
         row = {
             "threshold": threshold,
             "sponge_flagged": float(flagged[sponge].mean()),
@@ -198,17 +206,20 @@ def main() -> None:
             "static_flagged": float(flagged[~moving].mean()),
             "sponge_share_of_flagged": float(flagged[sponge].sum() / max(flagged.sum(), 1)),
             "sponge_share_of_flagged_outside_the_hand": float(flagged[sponge].sum() / max((flagged & ~hand).sum(), 1)),
+            "frames_missing_sponge": int((shows_sponge & ~(flags & (m3 == SPONGE)).any((1, 2))).sum()),
+            "frames_with_sponge": int(shows_sponge.sum()),
         }
         rows.append(row)
         print(json.dumps({"metric": "motion_detector_threshold", **row}))
     print(
-        "\n| threshold | sponge flagged | hand flagged | static flagged | sponge share of flagged (outside the hand) |"
-        "\n|---:|---:|---:|---:|---:|"
+        "\n| threshold | sponge flagged | hand flagged | static flagged | sponge share of flagged (outside the hand) | frames missing the sponge |"
+        "\n|---:|---:|---:|---:|---:|---:|"
     )
     for r in rows:
         print(
             f"| {r['threshold']} | {r['sponge_flagged']:.3f} | {r['hand_flagged']:.3f} | {r['static_flagged']:.4f} | "
-            f"{r['sponge_share_of_flagged']:.3f} ({r['sponge_share_of_flagged_outside_the_hand']:.3f}) |"
+            f"{r['sponge_share_of_flagged']:.3f} ({r['sponge_share_of_flagged_outside_the_hand']:.3f}) | "
+            f"{r['frames_missing_sponge']} of {r['frames_with_sponge']} |"
         )
     picture = []
     for k in np.linspace(0, len(scores) - 1, 4).astype(int)[1:]:

@@ -240,6 +240,11 @@ class FitConfig:
             doubled the dynamic stream's IoU with the sponge.
         motion_stride: the detector scores cells of this many training pixels a side; 0: the
             frame's width over 128, at least 1.
+        motion_grow_threshold: when above 0, the kept flags grow through the connected cells
+            scoring above this lower threshold (hysteresis, :func:`n3f.pipeline.motion.grow_flags`);
+            0: off.
+        motion_accumulate: each detection adds its flags to those of the detections before (a
+            pixel once flagged stays flagged) instead of replacing them.
     """
 
     scene: str = "demo/tabletop"
@@ -310,6 +315,8 @@ class FitConfig:
     motion_sample_opening: int = 1
     motion_gate_opening: int = 1
     motion_stride: int = 0
+    motion_grow_threshold: float = 0.0
+    motion_accumulate: bool = False
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -564,9 +571,10 @@ class Trainer:
             cfg.motion_sample_radius,
             cfg.motion_sample_opening,
             cfg.motion_gate_opening,
+            cfg.motion_grow_threshold,
             progress=self.progress,
         )
-        self.moving.set(sample, gate, self.step)
+        self.moving.set(sample, gate, self.step, accumulate=cfg.motion_accumulate)
         return counts
 
     @property
@@ -1384,6 +1392,11 @@ def check_motion(config: FitConfig) -> None:
         )
     if not 0 <= config.motion_sampling <= 1:
         raise N3FError(f"motion_sampling is a share of the rays, between 0 and 1 (got {config.motion_sampling})")
+    if not 0 <= config.motion_grow_threshold < config.motion_threshold:
+        raise N3FError(
+            f"motion_grow_threshold grows flags through cells scoring above it: at least 0 and below motion_threshold "
+            f"({config.motion_threshold}); got {config.motion_grow_threshold}"
+        )
     counts = ("motion_gate_dilation", "motion_sample_radius", "motion_sample_opening", "motion_gate_opening", "motion_stride")
     if any(getattr(config, name) < 0 for name in counts):
         raise N3FError(f"{', '.join(counts)} are cell counts, at least 0")

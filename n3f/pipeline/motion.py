@@ -133,11 +133,16 @@ class MovingPixels(nn.Module):
         self.register_buffer("gate", torch.zeros(cells, dtype=torch.bool))  # cells the static field skips
         self.register_buffer("detected_at", torch.tensor(-1))  # step of the last detection; -1: none yet
 
-    def set(self, sample: torch.Tensor, gate: torch.Tensor, step: int) -> None:
+    def set(self, sample: torch.Tensor, gate: torch.Tensor, step: int, accumulate: bool = False) -> None:
         """Replace the flags with (n_frames, h, w) bool cell maps ``sample`` and ``gate``, detected
-        at training step ``step``."""
-        self.sample.copy_(sample)
-        self.gate.copy_(gate)
+        at training step ``step``; with ``accumulate``, add them to the flags already held (a
+        pixel flagged by any detection stays flagged)."""
+        if accumulate:
+            self.sample |= sample
+            self.gate |= gate
+        else:
+            self.sample.copy_(sample)
+            self.gate.copy_(gate)
         self.detected_at.fill_(step)
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -232,6 +237,24 @@ def keep_blobs(flags: np.ndarray, radius: int) -> np.ndarray:
     return np.stack([binary_propagation(binary_opening(f, square), structure=np.ones((3, 3), bool), mask=f) for f in flags])
 
 
+def grow_flags(kept: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Hysteresis: grow flagged cells through the weakly flagged cells connected to them
+    (8-neighbours), as Canny's edge linking does. A moving object that :func:`keep_blobs` found
+    as a blob gets back the rest of its cells whose scores fall below the threshold.
+
+    Args:
+        kept: (n, h, w) bool cell maps, the sure flags; weak: (n, h, w) bool, cells above a lower
+            threshold.
+
+    Returns:
+        (n, h, w) bool: ``kept`` and the cells of ``weak`` connected to it within each frame.
+    """
+    from scipy.ndimage import binary_propagation
+
+    eight = np.ones((3, 3), bool)
+    return np.stack([binary_propagation(k, structure=eight, mask=k | w) for k, w in zip(kept, weak)])
+
+
 def detect_moving_pixels(
     trainer,
     stride: int,
@@ -240,6 +263,7 @@ def detect_moving_pixels(
     sample_radius: int = 0,
     sample_opening: int = 0,
     gate_opening: int = 0,
+    grow_threshold: float = 0.0,
     progress=None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Flag the moving pixels of a three-stream fit's training frames: the cells of
@@ -257,6 +281,9 @@ def detect_moving_pixels(
         sample_radius: the ``search_radius`` of the scores that choose where rays are drawn.
         sample_opening, gate_opening: the ``radius`` of :func:`keep_blobs` applied to the flags
             rays are drawn from and to those the static field skips (before the dilation); 0: none.
+        grow_threshold: when above 0 (and below ``threshold``), both sets of kept flags grow
+            through the connected cells scoring above it (:func:`grow_flags`; before the gate's
+            dilation).
         progress: optional ``progress(iterable, description, total)`` wrapper.
 
     Returns:
@@ -269,9 +296,15 @@ def detect_moving_pixels(
     from scipy.ndimage import binary_dilation
 
     _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), progress)
-    flagged = keep_blobs(np.nan_to_num(scores[0], nan=0.0) > threshold, gate_opening)
+    plain, near = np.nan_to_num(scores[0], nan=0.0), np.nan_to_num(scores[sample_radius], nan=0.0)
+    flagged = keep_blobs(plain > threshold, gate_opening)
+    if grow_threshold > 0:
+        flagged = grow_flags(flagged, plain > grow_threshold)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
-    sample = (np.nan_to_num(scores[sample_radius], nan=0.0) > threshold) & (actor <= 0.5)
-    sample = torch.from_numpy(keep_blobs(sample, sample_opening))
+    free = actor <= 0.5
+    sample = keep_blobs((near > threshold) & free, sample_opening)
+    if grow_threshold > 0:
+        sample = grow_flags(sample, (near > grow_threshold) & free)
+    sample = torch.from_numpy(sample)
     counts = {"cells": sample.numel(), "sample_cells": int(sample.sum()), "gate_cells": int(gate.sum())}
     return sample, torch.from_numpy(gate), counts

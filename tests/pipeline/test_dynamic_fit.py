@@ -582,10 +582,42 @@ def test_a_fit_with_the_motion_detector_logs_its_flags_and_resumes_exactly(kitch
         assert all(torch.equal(a[part][k], b[part][k]) for k in b[part])
 
 
+def test_accumulated_flags_keep_every_detections_cells(kitchen_dir, tmp_path, monkeypatch):
+    """With ``motion_accumulate`` the step-10 detection adds its flags to the step-4 ones (read
+    from the step-6 checkpoint); grown flags (``motion_grow_threshold``) hold more cells."""
+    import json
+
+    from n3f.pipeline import motion
+
+    monkeypatch.setattr(motion, "MIN_SURFACE_SHARE", 0.0)  # as in the test above: a 4-step field is fog
+    scores = motion.motion_scores
+    monkeypatch.setattr(motion, "motion_scores", lambda *a, **k: scores(*a, **k, occlusion_tolerance=1.0))
+    options = dict(steps=12, checkpoint_every=6, motion_after=4, motion_every=6, motion_threshold=0.03, motion_stride=2)
+    options.update(motion_sample_opening=0, motion_gate_opening=0, motion_gate_dilation=0)
+    runs = {
+        name: fit(_config(kitchen_dir, **options, **extra), output=tmp_path / name, quiet=True)
+        for name, extra in (("plain", {}), ("accumulated", {"motion_accumulate": True}), ("grown", {"motion_grow_threshold": 0.015}))
+    }
+    first = torch.load(runs["accumulated"] / "checkpoints" / "step-0000006.pt", weights_only=False)["moving_pixels"]
+    last = torch.load(latest_checkpoint(runs["accumulated"]), weights_only=False)["moving_pixels"]
+    assert int(first["detected_at"]) == 4 and int(last["detected_at"]) == 10
+    for k in ("sample", "gate"):
+        assert (last[k] | ~first[k]).all() and last[k].sum() > first[k].sum()
+    plain = torch.load(latest_checkpoint(runs["plain"]), weights_only=False)["moving_pixels"]
+    assert not (plain["gate"] | ~first["gate"]).all()  # without accumulating, step 10 drops some step-4 cells
+    counts = {
+        name: [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "motion/cells" in line][0]
+        for name, run in runs.items()
+    }
+    assert counts["grown"]["motion/gate_cells"] > counts["plain"]["motion/gate_cells"]
+    assert counts["grown"]["motion/sample_cells"] > counts["plain"]["motion/sample_cells"]
+
+
 def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kitchen_dir, tmp_path):
     refusals = (
         ({"dynamic": False}, "transient streams"),
         ({"motion_sampling": 1.5}, "share of the rays"),
+        ({"motion_grow_threshold": 0.2}, "below motion_threshold"),
         ({"motion_sample_opening": -1}, "cell counts"),
     )
     for bad, message in refusals:

@@ -95,6 +95,12 @@ def test_moving_pixels_draw_only_flagged_cells_and_gate_by_cell():
     copy = MovingPixels(3, height=10, width=13, stride=4)
     copy.load_state_dict(m.state_dict())
     assert torch.equal(copy.sample, sample) and torch.equal(copy.gate, gate) and int(copy.detected_at) == 7
+    later = torch.zeros_like(sample)
+    later[0, 0, 0] = True
+    copy.set(later, later, step=9, accumulate=True)  # a later detection adds its flags
+    assert torch.equal(copy.sample, sample | later) and torch.equal(copy.gate, gate | later) and int(copy.detected_at) == 9
+    m.set(later, later, step=9)  # or replaces them
+    assert torch.equal(m.sample, later) and torch.equal(m.gate, later)
 
 
 def test_keep_blobs_drops_lines_and_specks_and_keeps_blobs_with_their_edges():
@@ -114,6 +120,21 @@ def test_keep_blobs_drops_lines_and_specks_and_keeps_blobs_with_their_edges():
     np.testing.assert_array_equal(kept, expected)
     assert keep_blobs(flags, 0) is flags
     assert not keep_blobs(flags, 2).any()  # nothing above is 5 x 5
+
+
+def test_grow_flags_follows_weak_cells_connected_to_sure_ones_only():
+    from n3f.pipeline.motion import grow_flags
+
+    kept = np.zeros((2, 6, 8), dtype=bool)
+    weak = np.zeros_like(kept)
+    kept[0, 1, 1] = True
+    weak[0, 1, 2:5] = weak[0, 2, 5] = True  # a chain leaving the sure cell, the last link by a corner
+    weak[0, 4, 1:3] = True  # weak cells touching nothing sure
+    weak[1, 2, 2] = True  # a frame without sure cells keeps none
+    expected = kept.copy()
+    expected[0, 1, 2:5] = expected[0, 2, 5] = True
+    np.testing.assert_array_equal(grow_flags(kept, weak), expected)
+    np.testing.assert_array_equal(grow_flags(kept, np.zeros_like(weak)), kept)
 
 
 def test_a_search_radius_forgives_a_depth_a_pixel_off_but_not_a_moved_object(kitchen):
