@@ -17,15 +17,16 @@ The static surface each pixel sees comes from one of:
 keeps (blobs that survive an opening by a (2R + 1)-cell square, with their edges), as a fit with
 ``motion_sample_opening = R`` does before it draws rays.
 
-``--grow T`` then grows the kept flags through the connected cells scoring above T
-(:func:`n3f.pipeline.motion.grow_flags`), as a fit with ``motion_grow_threshold = T`` does.
+``--grow T[,T...]`` then grows the kept flags through the connected cells scoring above T
+(:func:`n3f.pipeline.motion.grow_flags`), as a fit with ``motion_grow_threshold = T`` does: one
+row per threshold (``--thresholds``) and T below it (0: no growth).
 
 ``--flags RUN`` instead scores the flags a fit with the detector (``--motion-after``) keeps in its
 last checkpoint: the cells rays are drawn from and the cells the static field skips.
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24]
-  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1] [--keep-blobs 1] [--grow 0.05]
+  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
   python tools/measure_motion.py --flags RUN
 """
 
@@ -154,7 +155,8 @@ def main() -> None:
     parser.add_argument(
         "--keep-blobs", type=int, default=0, metavar="R", help="keep only flagged blobs (keep_blobs radius R; 0: all flags)"
     )
-    parser.add_argument("--grow", type=float, default=0.0, metavar="T", help="grow kept flags through cells scoring above T (0: off)")
+    parser.add_argument("--thresholds", default="0.05,0.1,0.15", help="flag cells scoring above each of these")
+    parser.add_argument("--grow", default="0", metavar="T[,T...]", help="grow kept flags through cells scoring above T (0: not)")
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
@@ -184,7 +186,6 @@ def main() -> None:
     figures = {
         "source": source,
         "keep_blobs": args.keep_blobs,
-        "grow": args.grow,
         "frames": len(scores),
         "scored_share": float(scored.mean()),
         "auc_moving": float(roc_auc_score(moving[scored], s[scored])),
@@ -194,13 +195,15 @@ def main() -> None:
     stacked, m3 = np.nan_to_num(np.stack(scores), nan=0.0), np.stack(masks)
     shows_sponge = (m3 == SPONGE).any((1, 2))
     rows = []
-    for threshold in (0.05, 0.1, 0.15):
+    grown = [(t, g) for t in (float(v) for v in args.thresholds.split(",")) for g in (float(v) for v in args.grow.split(",")) if g < t]
+    for threshold, grow in grown:
         flags = keep_blobs(stacked > threshold, args.keep_blobs)
-        if 0 < args.grow < threshold:
-            flags = grow_flags(flags, stacked > args.grow)
+        if grow > 0:
+            flags = grow_flags(flags, stacked > grow)
         flagged = flags.ravel()
         row = {
             "threshold": threshold,
+            "grow": grow,
             "sponge_flagged": float(flagged[sponge].mean()),
             "hand_flagged": float(flagged[hand].mean()),
             "static_flagged": float(flagged[~moving].mean()),
@@ -212,12 +215,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({"metric": "motion_detector_threshold", **row}))
     print(
-        "\n| threshold | sponge flagged | hand flagged | static flagged | sponge share of flagged (outside the hand) | frames missing the sponge |"
-        "\n|---:|---:|---:|---:|---:|---:|"
+        "\n| threshold | grown above | sponge flagged | hand flagged | static flagged | sponge share of flagged (outside the hand) | frames missing the sponge |"
+        "\n|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in rows:
         print(
-            f"| {r['threshold']} | {r['sponge_flagged']:.3f} | {r['hand_flagged']:.3f} | {r['static_flagged']:.4f} | "
+            f"| {r['threshold']} | {r['grow'] or '-'} | {r['sponge_flagged']:.3f} | {r['hand_flagged']:.3f} | {r['static_flagged']:.4f} | "
             f"{r['sponge_share_of_flagged']:.3f} ({r['sponge_share_of_flagged_outside_the_hand']:.3f}) | "
             f"{r['frames_missing_sponge']} of {r['frames_with_sponge']} |"
         )

@@ -243,8 +243,6 @@ class FitConfig:
         motion_grow_threshold: when above 0, the kept flags grow through the connected cells
             scoring above this lower threshold (hysteresis, :func:`n3f.pipeline.motion.grow_flags`);
             0: off.
-        motion_accumulate: each detection adds its flags to those of the detections before (a
-            pixel once flagged stays flagged) instead of replacing them.
     """
 
     scene: str = "demo/tabletop"
@@ -316,7 +314,6 @@ class FitConfig:
     motion_gate_opening: int = 1
     motion_stride: int = 0
     motion_grow_threshold: float = 0.0
-    motion_accumulate: bool = False
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -574,7 +571,7 @@ class Trainer:
             cfg.motion_grow_threshold,
             progress=self.progress,
         )
-        self.moving.set(sample, gate, self.step, accumulate=cfg.motion_accumulate)
+        self.moving.set(sample, gate, self.step)
         return counts
 
     @property

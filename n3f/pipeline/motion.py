@@ -133,16 +133,11 @@ class MovingPixels(nn.Module):
         self.register_buffer("gate", torch.zeros(cells, dtype=torch.bool))  # cells the static field skips
         self.register_buffer("detected_at", torch.tensor(-1))  # step of the last detection; -1: none yet
 
-    def set(self, sample: torch.Tensor, gate: torch.Tensor, step: int, accumulate: bool = False) -> None:
+    def set(self, sample: torch.Tensor, gate: torch.Tensor, step: int) -> None:
         """Replace the flags with (n_frames, h, w) bool cell maps ``sample`` and ``gate``, detected
-        at training step ``step``; with ``accumulate``, add them to the flags already held (a
-        pixel flagged by any detection stays flagged)."""
-        if accumulate:
-            self.sample |= sample
-            self.gate |= gate
-        else:
-            self.sample.copy_(sample)
-            self.gate.copy_(gate)
+        at training step ``step``."""
+        self.sample.copy_(sample)
+        self.gate.copy_(gate)
         self.detected_at.fill_(step)
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:

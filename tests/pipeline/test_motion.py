@@ -95,12 +95,6 @@ def test_moving_pixels_draw_only_flagged_cells_and_gate_by_cell():
     copy = MovingPixels(3, height=10, width=13, stride=4)
     copy.load_state_dict(m.state_dict())
     assert torch.equal(copy.sample, sample) and torch.equal(copy.gate, gate) and int(copy.detected_at) == 7
-    later = torch.zeros_like(sample)
-    later[0, 0, 0] = True
-    copy.set(later, later, step=9, accumulate=True)  # a later detection adds its flags
-    assert torch.equal(copy.sample, sample | later) and torch.equal(copy.gate, gate | later) and int(copy.detected_at) == 9
-    m.set(later, later, step=9)  # or replaces them
-    assert torch.equal(m.sample, later) and torch.equal(m.gate, later)
 
 
 def test_keep_blobs_drops_lines_and_specks_and_keeps_blobs_with_their_edges():
