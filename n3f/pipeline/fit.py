@@ -242,7 +242,8 @@ class FitConfig:
             frame's width over 128, at least 1.
         motion_grow_threshold: when above 0, the kept flags grow through the connected cells
             scoring above this lower threshold (hysteresis, :func:`n3f.pipeline.motion.grow_flags`);
-            0: off.
+            0: off. On demo/kitchen_dynamic (seeds 0 and 2) 0.05 flagged more of the sponge but
+            the dynamic stream held no more of it (README, "More of the sponge flagged").
     """
 
     scene: str = "demo/tabletop"
