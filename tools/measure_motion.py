@@ -91,6 +91,12 @@ def _run_scores(run: Path, stride: int, radius: int):
     return [scores[r] for r in rows], images, masks
 
 
+def _frames_missing(flags: np.ndarray, sponge: np.ndarray) -> int:
+    """Frames that show the sponge but flag none of it ((n, h, w) bool maps each): the transient
+    streams get no rays on it there beyond the uniform ones."""
+    return int((sponge.any((1, 2)) & ~(flags & sponge).any((1, 2))).sum())
+
+
 def _score_flags(run: Path, output: Path) -> None:
     """Print how the moving-pixel flags in ``run``'s last checkpoint cover the exact masks, and
     draw them over six training frames (``output/motion_flags.png``)."""
@@ -120,9 +126,7 @@ def _score_flags(run: Path, output: Path) -> None:
             "hand": round(float(f[hand].mean()), 3),
             "static": round(float(f[~(sponge | hand)].mean()), 4),
             "sponge_share": round(float(f[sponge].sum() / max(f.sum(), 1)), 3),
-            # frames that show the sponge but flag none of it: the transient streams get no rays
-            # on it there beyond the uniform ones
-            "frames_missing_sponge": int((sponge.any((1, 2)) & ~(f & sponge).any((1, 2))).sum()),
+            "frames_missing_sponge": _frames_missing(f, sponge),
         }
     row["frames_with_sponge"] = int(sponge.any((1, 2)).sum())
     print(json.dumps({"metric": "motion_flags", **row}))
@@ -166,7 +170,7 @@ def main() -> None:
     from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from n3f.pipeline.motion import grow_flags, keep_blobs, motion_scores
+    from n3f.pipeline.motion import flag_cells, motion_scores
 
     args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
@@ -192,14 +196,11 @@ def main() -> None:
         "auc_sponge_vs_static": float(roc_auc_score(sponge[scored & ~hand], s[scored & ~hand])),
     }
     print(json.dumps({"metric": "motion_detector", **figures}))
-    stacked, m3 = np.nan_to_num(np.stack(scores), nan=0.0), np.stack(masks)
-    shows_sponge = (m3 == SPONGE).any((1, 2))
+    stacked, sponge_cells = np.nan_to_num(np.stack(scores), nan=0.0), np.stack(masks) == SPONGE
     rows = []
-    grown = [(t, g) for t in (float(v) for v in args.thresholds.split(",")) for g in (float(v) for v in args.grow.split(",")) if g < t]
-    for threshold, grow in grown:
-        flags = keep_blobs(stacked > threshold, args.keep_blobs)
-        if grow > 0:
-            flags = grow_flags(flags, stacked > grow)
+    pairs = [(t, g) for t in (float(v) for v in args.thresholds.split(",")) for g in (float(v) for v in args.grow.split(",")) if g < t]
+    for threshold, grow in pairs:
+        flags = flag_cells(stacked, threshold, args.keep_blobs, grow)
         flagged = flags.ravel()
         row = {
             "threshold": threshold,
@@ -209,8 +210,8 @@ def main() -> None:
             "static_flagged": float(flagged[~moving].mean()),
             "sponge_share_of_flagged": float(flagged[sponge].sum() / max(flagged.sum(), 1)),
             "sponge_share_of_flagged_outside_the_hand": float(flagged[sponge].sum() / max((flagged & ~hand).sum(), 1)),
-            "frames_missing_sponge": int((shows_sponge & ~(flags & (m3 == SPONGE)).any((1, 2))).sum()),
-            "frames_with_sponge": int(shows_sponge.sum()),
+            "frames_missing_sponge": _frames_missing(flags, sponge_cells),
+            "frames_with_sponge": int(sponge_cells.any((1, 2)).sum()),
         }
         rows.append(row)
         print(json.dumps({"metric": "motion_detector_threshold", **row}))

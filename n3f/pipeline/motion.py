@@ -250,6 +250,26 @@ def grow_flags(kept: np.ndarray, weak: np.ndarray) -> np.ndarray:
     return np.stack([binary_propagation(k, structure=eight, mask=k | w) for k, w in zip(kept, weak)])
 
 
+def flag_cells(
+    scores: np.ndarray, threshold: float, opening: int = 0, grow_threshold: float = 0.0, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """The detector's flags from its scores: cells scoring above ``threshold``, kept by
+    :func:`keep_blobs` (``opening``), then grown through the cells scoring above ``grow_threshold``
+    (:func:`grow_flags`; 0: not grown), all within ``allowed``.
+
+    Args:
+        scores: (n, h, w) float cell scores, no NaN; threshold, grow_threshold: in the scores' units;
+        opening: the ``radius`` of :func:`keep_blobs`; allowed: optional (n, h, w) bool, the cells
+            that may be flagged (default: all).
+
+    Returns:
+        (n, h, w) bool flags.
+    """
+    allowed = np.ones(scores.shape, dtype=bool) if allowed is None else allowed
+    flags = keep_blobs((scores > threshold) & allowed, opening)
+    return grow_flags(flags, (scores > grow_threshold) & allowed) if grow_threshold > 0 else flags
+
+
 def detect_moving_pixels(
     trainer,
     stride: int,
@@ -292,14 +312,8 @@ def detect_moving_pixels(
 
     _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), progress)
     plain, near = np.nan_to_num(scores[0], nan=0.0), np.nan_to_num(scores[sample_radius], nan=0.0)
-    flagged = keep_blobs(plain > threshold, gate_opening)
-    if grow_threshold > 0:
-        flagged = grow_flags(flagged, plain > grow_threshold)
+    flagged = flag_cells(plain, threshold, gate_opening, grow_threshold)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
-    free = actor <= 0.5
-    sample = keep_blobs((near > threshold) & free, sample_opening)
-    if grow_threshold > 0:
-        sample = grow_flags(sample, (near > grow_threshold) & free)
-    sample = torch.from_numpy(sample)
+    sample = torch.from_numpy(flag_cells(near, threshold, sample_opening, grow_threshold, allowed=actor <= 0.5))
     counts = {"cells": sample.numel(), "sample_cells": int(sample.sum()), "gate_cells": int(gate.sum())}
     return sample, torch.from_numpy(gate), counts
