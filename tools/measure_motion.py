@@ -10,8 +10,12 @@ The static surface each pixel sees comes from one of:
   depth of a perfect static field (an upper bound);
 - ``--run RUN``: the surface depth a fitted run's static field renders, through the detector a
   fit runs (``FitConfig.motion_after``; :func:`n3f.pipeline.motion.score_training_frames`: pixels
-  whose surface holds half of the ray's weight or less are unscored). ``--offsets`` and
-  ``--quantile`` apply to the oracle only.
+  whose surface holds half of the ray's weight or less are unscored; cells the actor stream
+  covers in a neighbour do not count as seen there). ``--offsets`` applies to the oracle only;
+  ``--quantile`` to both.
+
+``--hide-hand`` (oracle only) does for the exact depth what the fit does with its actor stream: a
+neighbour whose projection lands on the hand's exact mask does not count as seeing the point.
 
 ``--keep-blobs R`` keeps, per threshold, only the flags :func:`n3f.pipeline.motion.keep_blobs`
 keeps (blobs that survive an opening by a (2R + 1)-cell square, with their edges), as a fit with
@@ -25,8 +29,8 @@ row per threshold (``--thresholds``) and T below it (0: no growth).
 last checkpoint: the cells rays are drawn from and the cells the static field skips.
 
 Usage:
-  python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24]
-  python tools/measure_motion.py --run RUN [--stride 2] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
+  python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24] [--hide-hand]
+  python tools/measure_motion.py --run RUN [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
   python tools/measure_motion.py --flags RUN
 """
 
@@ -71,7 +75,7 @@ def _at_cell_centres(frame, h: int, w: int):
     return load_frame_image(frame)[ys][:, xs], load_frame_mask(frame)[ys][:, xs]
 
 
-def _run_scores(run: Path, stride: int, radius: int):
+def _run_scores(run: Path, stride: int, radius: int, quantile: float):
     """A fitted run's detector scores (the fit's own :func:`score_training_frames`: the static
     field's surface depth, unsure surfaces unscored), images and exact masks at the cells' centres,
     training frames in video order."""
@@ -79,7 +83,7 @@ def _run_scores(run: Path, stride: int, radius: int):
     from n3f.pipeline.motion import score_training_frames
 
     trainer = load_run(run)
-    rows, scores, _ = score_training_frames(trainer, stride, (radius,))
+    rows, scores, _ = score_training_frames(trainer, stride, (radius,), quantile)
     scores = scores[radius]
     images, masks = [], []
     for r in rows:
@@ -155,6 +159,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
     parser.add_argument("--offsets", default="-24,-16,-8,8,16,24", help="neighbouring training frames compared")
     parser.add_argument("--quantile", type=float, default=0.0, help="quantile of the neighbours' differences")
+    parser.add_argument("--hide-hand", action="store_true", help="oracle: the hand's exact mask hides what lies behind it")
     parser.add_argument("--search-radius", type=int, default=0, help="best match within this many pixels in each neighbour")
     parser.add_argument(
         "--keep-blobs", type=int, default=0, metavar="R", help="keep only flagged blobs (keep_blobs radius R; 0: all flags)"
@@ -174,7 +179,7 @@ def main() -> None:
 
     args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
-        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius)
+        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile)
         source = f"run {args.run} (its static field's surface depth, as the fit's detector uses it)"
     else:
         width, height = (int(v) for v in args.size.split("x"))
@@ -182,13 +187,18 @@ def main() -> None:
             frames, images, points, masks = _oracle_inputs((width, height), Path(tmp))
         source = "exact depth of the static scene"
         offsets = tuple(int(v) for v in args.offsets.split(","))
-        scores = motion_scores(frames, images, points, offsets=offsets, quantile=args.quantile, search_radius=args.search_radius)
+        hidden = [m == HAND for m in masks] if args.hide_hand else None
+        scores = motion_scores(
+            frames, images, points, offsets=offsets, quantile=args.quantile, search_radius=args.search_radius, hidden=hidden
+        )
     s = np.concatenate([x.ravel() for x in scores])
     m = np.concatenate([x.ravel() for x in masks])
     scored = ~np.isnan(s)
     moving, sponge, hand = np.isin(m, MOVING), m == SPONGE, m == HAND
     figures = {
         "source": source,
+        "quantile": args.quantile,
+        "hide_hand": args.hide_hand,
         "keep_blobs": args.keep_blobs,
         "frames": len(scores),
         "scored_share": float(scored.mean()),

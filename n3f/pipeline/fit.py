@@ -244,6 +244,9 @@ class FitConfig:
             scoring above this lower threshold (hysteresis, :func:`n3f.pipeline.motion.grow_flags`);
             0: off. On demo/kitchen_dynamic (seeds 0 and 2) 0.05 flagged more of the sponge but
             the dynamic stream held no more of it (README, "More of the sponge flagged").
+        motion_quantile: which neighbour frame's colour difference scores a pixel
+            (:func:`n3f.pipeline.motion.motion_scores`): 0 the best-agreeing neighbour, 0.34 the
+            second best of six (a static point must agree with two frames), up to 0.5 (the median).
     """
 
     scene: str = "demo/tabletop"
@@ -315,6 +318,7 @@ class FitConfig:
     motion_gate_opening: int = 1
     motion_stride: int = 0
     motion_grow_threshold: float = 0.0
+    motion_quantile: float = 0.0
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -570,6 +574,7 @@ class Trainer:
             cfg.motion_sample_opening,
             cfg.motion_gate_opening,
             cfg.motion_grow_threshold,
+            cfg.motion_quantile,
             progress=self.progress,
         )
         self.moving.set(sample, gate, self.step)
@@ -1394,6 +1399,11 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(
             f"motion_grow_threshold grows flags through cells scoring above it: at least 0 and below motion_threshold "
             f"({config.motion_threshold}); got {config.motion_grow_threshold}"
+        )
+    if not 0 <= config.motion_quantile <= 0.5:
+        raise N3FError(
+            f"motion_quantile picks which neighbour frame's difference scores a pixel: 0 (the best-agreeing) to 0.5 (the median); "
+            f"got {config.motion_quantile}"
         )
     counts = ("motion_gate_dilation", "motion_sample_radius", "motion_sample_opening", "motion_gate_opening", "motion_stride")
     if any(getattr(config, name) < 0 for name in counts):

@@ -52,6 +52,7 @@ def motion_scores(
     min_views: int = 2,
     quantile: float = 0.0,
     search_radius: int = 0,
+    hidden: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Per-pixel colour inconsistency of each frame with its neighbours in the video.
 
@@ -72,6 +73,9 @@ def motion_scores(
             projection in each neighbour (0: the projection's pixel alone). Forgives a depth a pixel
             or so off, which at object outlines lands on the other side of the edge; an object that
             moved further than this still disagrees.
+        hidden: optional per frame (H, W) bool maps of pixels something outside the static scene
+            covers (the actor stream's hand): a neighbour whose projection lands there does not
+            see the point, as if a nearer surface hid it.
 
     Returns:
         Per frame an (H, W) float32 map: the ``quantile`` over the neighbours that see the pixel's
@@ -95,6 +99,8 @@ def motion_scores(
             diff = np.full(len(world), np.nan, dtype=np.float32)
             uu, vv = u[inside], v[inside]
             seen = depths[j][vv, uu] >= z[inside] * (1 - occlusion_tolerance)
+            if hidden is not None:
+                seen &= ~hidden[j][vv, uu]
             rows, uu, vv = np.flatnonzero(inside)[seen], uu[seen], vv[seen]
             diff[rows] = np.inf
             for dy in range(-search_radius, search_radius + 1):
@@ -157,7 +163,7 @@ class MovingPixels(nn.Module):
 
 @torch.no_grad()
 def score_training_frames(
-    trainer, stride: int, search_radii: tuple[int, ...] = (0,), progress=None
+    trainer, stride: int, search_radii: tuple[int, ...] = (0,), quantile: float = 0.0, progress=None
 ) -> tuple[list[int], dict[int, np.ndarray], np.ndarray]:
     """Score a three-stream fit's training frames with :func:`motion_scores`, through the static
     field's own depth, on a grid of ``stride`` x ``stride`` pixel cells.
@@ -165,12 +171,14 @@ def score_training_frames(
     Every training frame is rendered at the cells' centres twice: the static field alone (its
     surface depth gives each cell's world point; cells whose surface holds ``MIN_SURFACE_SHARE``
     of the ray's weight or less go unscored) and the actor stream alone (its opacity). Frames are
-    compared in video order (by ``time``).
+    compared in video order (by ``time``). A neighbour's cells the actor stream covers (opacity
+    above one half) do not count as seeing a point: the hand hides what lies behind it.
 
     Args:
         trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
         stride: cell side in training pixels.
         search_radii: score with each of these ``search_radius`` values of :func:`motion_scores`.
+        quantile: the ``quantile`` of :func:`motion_scores` (0: the best-agreeing neighbour).
         progress: optional ``progress(iterable, description, total)`` wrapper.
 
     Returns:
@@ -205,7 +213,9 @@ def score_training_frames(
     scores = {}
     for radius in search_radii:
         scores[radius] = np.full((len(rows), h, w), np.nan, dtype=np.float32)
-        scores[radius][rows] = np.stack(motion_scores(frames, images, points, search_radius=radius))
+        scores[radius][rows] = np.stack(
+            motion_scores(frames, images, points, quantile=quantile, search_radius=radius, hidden=list(actor[rows] > 0.5))
+        )
         scores[radius][surface <= MIN_SURFACE_SHARE] = np.nan
     return rows, scores, actor
 
@@ -279,6 +289,7 @@ def detect_moving_pixels(
     sample_opening: int = 0,
     gate_opening: int = 0,
     grow_threshold: float = 0.0,
+    quantile: float = 0.0,
     progress=None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Flag the moving pixels of a three-stream fit's training frames: the cells of
@@ -299,6 +310,8 @@ def detect_moving_pixels(
         grow_threshold: when above 0 (and below ``threshold``), both sets of kept flags grow
             through the connected cells scoring above it (:func:`grow_flags`; before the gate's
             dilation).
+        quantile: which neighbour's difference scores a cell (:func:`motion_scores`): 0 the
+            best-agreeing one, 0.34 of six the second best.
         progress: optional ``progress(iterable, description, total)`` wrapper.
 
     Returns:
@@ -310,7 +323,7 @@ def detect_moving_pixels(
     """
     from scipy.ndimage import binary_dilation
 
-    _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), progress)
+    _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), quantile, progress)
     plain, near = np.nan_to_num(scores[0], nan=0.0), np.nan_to_num(scores[sample_radius], nan=0.0)
     flagged = flag_cells(plain, threshold, gate_opening, grow_threshold)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged

@@ -614,6 +614,7 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
         ({"dynamic": False}, "transient streams"),
         ({"motion_sampling": 1.5}, "share of the rays"),
         ({"motion_grow_threshold": 0.2}, "below motion_threshold"),
+        ({"motion_quantile": 0.7}, "to 0.5"),
         ({"motion_sample_opening": -1}, "cell counts"),
     )
     for bad, message in refusals:
@@ -664,8 +665,9 @@ def test_the_detector_in_a_fit_flags_the_sponge_when_the_static_field_is_exact(d
     labels = np.stack([stream_labels(load_frame_mask(scene.frames[i]), dynamic) for i in trainer.train_ids])
     sponge, hand = labels == DYNAMIC, labels == ACTOR
     s, g = sample.numpy(), gate.numpy()
-    # 21 small frames: neighbours 8 and 16 frames away only, and antialiased edges
-    assert s[sponge].mean() > 0.4 and s[~sponge & ~hand].mean() < 0.06 and not s[hand].any()
+    # 21 small frames: neighbours 8 and 16 frames away only, and antialiased edges; a neighbour's
+    # hand pixels do not count as seeing a point, so fewer sponge cells have two views (0.37)
+    assert s[sponge].mean() > 0.33 and s[~sponge & ~hand].mean() < 0.06 and not s[hand].any()
     assert (g | ~s).all() and g[sponge].mean() > s[sponge].mean()
     assert counts == {"cells": s.size, "sample_cells": int(s.sum()), "gate_cells": int(g.sum())}
 
