@@ -248,7 +248,7 @@ class FitConfig:
             (:func:`n3f.pipeline.motion.motion_scores`): 0 the best-agreeing neighbour, 0.34 the
             second best of six (a static point must agree with two frames), up to 0.5 (the median).
             On demo/kitchen_dynamic 0.34 flagged more of the sponge; the dynamic stream held three
-            times as much of it on seed 0 and less on seed 2 (README, "A second neighbour").
+            times as much of it on seed 0 and less on seeds 1 and 2 (README, "A second neighbour").
     """
 
     scene: str = "demo/tabletop"
