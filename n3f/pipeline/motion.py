@@ -33,6 +33,7 @@ from torch import nn
 
 DETECTOR_OFFSETS = (-24, -16, -8, 8, 16, 24)
 MIN_SURFACE_SHARE = 0.5  # pixels whose static surface holds less of the ray's weight are unscored
+ACTOR_COVERS = 0.5  # actor-stream opacity above which a cell is the hand's: it hides what lies behind
 
 
 def points_from_depth(frame, depth: np.ndarray) -> np.ndarray:
@@ -172,7 +173,7 @@ def score_training_frames(
     surface depth gives each cell's world point; cells whose surface holds ``MIN_SURFACE_SHARE``
     of the ray's weight or less go unscored) and the actor stream alone (its opacity). Frames are
     compared in video order (by ``time``). A neighbour's cells the actor stream covers (opacity
-    above one half) do not count as seeing a point: the hand hides what lies behind it.
+    above ``ACTOR_COVERS``) do not count as seeing a point: the hand hides what lies behind it.
 
     Args:
         trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
@@ -210,12 +211,11 @@ def score_training_frames(
         image = trainer.data.images[trainer.train_ids[r]].permute(2, 0, 1)[None].float() / 255
         images.append(F.interpolate(image, size=(h, w), mode="area")[0].permute(1, 2, 0).numpy())
         frames.append(resize_frame(full, w, h))
+    hidden = list(actor[rows] > ACTOR_COVERS)
     scores = {}
     for radius in search_radii:
         scores[radius] = np.full((len(rows), h, w), np.nan, dtype=np.float32)
-        scores[radius][rows] = np.stack(
-            motion_scores(frames, images, points, quantile=quantile, search_radius=radius, hidden=list(actor[rows] > 0.5))
-        )
+        scores[radius][rows] = np.stack(motion_scores(frames, images, points, quantile=quantile, search_radius=radius, hidden=hidden))
         scores[radius][surface <= MIN_SURFACE_SHARE] = np.nan
     return rows, scores, actor
 
@@ -317,7 +317,7 @@ def detect_moving_pixels(
     Returns:
         ``sample`` and ``gate``, (n_train_rows, ceil(H / stride), ceil(W / stride)) bool maps in
         training-row order: cells flagged by the ``sample_radius`` scores that the actor stream
-        does not already hold (opacity 0.5 or less), kept by ``keep_blobs(., sample_opening)``
+        does not already hold (opacity ``ACTOR_COVERS`` or less), kept by ``keep_blobs(., sample_opening)``
         (rays are drawn there); and the cells flagged by the plain scores, kept by
         ``keep_blobs(., gate_opening)`` and grown by ``gate_dilation``; and a dict of counts.
     """
@@ -327,6 +327,6 @@ def detect_moving_pixels(
     plain, near = np.nan_to_num(scores[0], nan=0.0), np.nan_to_num(scores[sample_radius], nan=0.0)
     flagged = flag_cells(plain, threshold, gate_opening, grow_threshold)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
-    sample = torch.from_numpy(flag_cells(near, threshold, sample_opening, grow_threshold, allowed=actor <= 0.5))
+    sample = torch.from_numpy(flag_cells(near, threshold, sample_opening, grow_threshold, allowed=actor <= ACTOR_COVERS))
     counts = {"cells": sample.numel(), "sample_cells": int(sample.sum()), "gate_cells": int(gate.sum())}
     return sample, torch.from_numpy(gate), counts
