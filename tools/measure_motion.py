@@ -6,7 +6,7 @@ sponge and hand pixels flagged and of static pixels flagged by mistake. Prints o
 figure and writes a picture (frame | score | exact moving mask) beside the output.
 
 The static surface each pixel sees comes from one of:
-- ``--depth oracle`` (default): the same scene rendered without the sponge and the hand, exact
+- by default (the oracle): the same scene rendered without the sponge and the hand, exact
   depth of a perfect static field (an upper bound);
 - ``--run RUN``: the surface depth a fitted run's static field renders, through the detector a
   fit runs (``FitConfig.motion_after``; :func:`n3f.pipeline.motion.score_training_frames`: pixels
@@ -26,12 +26,16 @@ keeps (blobs that survive an opening by a (2R + 1)-cell square, with their edges
 row per threshold (``--thresholds``) and T below it (0: no growth).
 
 ``--flags RUN`` instead scores the flags a fit with the detector (``--motion-after``) keeps in its
-last checkpoint: the cells rays are drawn from and the cells the static field skips.
+last checkpoint (``--step N``: the one saved at step N): the cells rays are drawn from and the
+cells the static field skips. ``--holding`` also renders all streams at the sponge's cells of every
+second training frame and reports, per class of flags, how much of the sponge the dynamic stream
+holds and how its share of the pixel is spread (a share near one half: it tints the table behind
+rather than hiding it).
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24] [--hide-hand]
+  python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--output runs/motion]
   python tools/measure_motion.py --run RUN [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
-  python tools/measure_motion.py --flags RUN
 """
 
 from __future__ import annotations
@@ -101,15 +105,56 @@ def _frames_missing(flags: np.ndarray, sponge: np.ndarray) -> int:
     return int((sponge.any((1, 2)) & ~(flags & sponge).any((1, 2))).sum())
 
 
-def _score_flags(run: Path, output: Path) -> None:
-    """Print how the moving-pixel flags in ``run``'s last checkpoint cover the exact masks, and
-    draw them over six training frames (``output/motion_flags.png``)."""
+def _holding(run: Path, step: int | None, flags: dict[str, np.ndarray], masks: np.ndarray, every: int = 2) -> dict:
+    """Where the dynamic stream holds the sponge against where the detector flagged it.
+
+    Renders all streams at the sponge's cells of every ``every``-th training frame and splits
+    them by their flags: cells rays are drawn from (``sampled``), cells only the static field skips
+    (``gated_only``) and the rest (``unflagged``). Per class: its share of the sponge's cells, the
+    share of them the dynamic stream holds (``share/dynamic`` above one half, as
+    ``moving_claimed_by`` counts), the mean dynamic share and a histogram of it."""
+    import torch
+
+    from n3f.pipeline.fit import load_run
+
+    trainer = load_run(run, step=step)
+    _, h, w = masks.shape
+    share, sampled, gated = [], [], []
+    for r in range(0, len(masks), every):
+        sponge = masks[r] == SPONGE
+        if not sponge.any():
+            continue
+        frame = trainer.scene.frames[trainer.train_ids[r]]
+        jj, ii = np.nonzero(sponge)
+        xy = torch.tensor(np.stack([(ii + 0.5) * frame.width / w, (jj + 0.5) * frame.height / h], 1), dtype=torch.float32)
+        share.append(trainer.render_pixels(frame, xy, features=False, streams="all")["share/dynamic"].numpy().ravel())
+        sampled.append(flags["sample"][r][sponge])
+        gated.append(flags["gate"][r][sponge])
+    share, sampled, gated = np.concatenate(share), np.concatenate(sampled), np.concatenate(gated)
+    bins = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
+    out: dict = {"cells": len(share), "held": round(float((share > 0.5).mean()), 3), "share_bins": bins}
+    for name, cells in (("sampled", sampled), ("gated_only", gated & ~sampled), ("unflagged", ~gated & ~sampled)):
+        part = share[cells]
+        out[name] = {
+            "of_sponge": round(float(cells.mean()), 3),
+            "held": round(float((part > 0.5).mean()), 3) if len(part) else None,
+            "mean_share": round(float(part.mean()), 3) if len(part) else None,
+            "share_histogram": np.histogram(part, bins=bins)[0].tolist(),
+        }
+    return out
+
+
+def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool = False) -> None:
+    """Print how the moving-pixel flags in ``run``'s last checkpoint (or the one at ``step``) cover
+    the exact masks, and draw them over six training frames (``output/motion_flags.png``); with
+    ``holding``, also how much of the sponge the dynamic stream holds in each class of flags
+    (:func:`_holding`)."""
     from PIL import Image
 
-    from n3f.pipeline.fit import latest_checkpoint, read_checkpoint, read_config
+    from n3f.pipeline.fit import checkpoint_at, latest_checkpoint, read_checkpoint, read_config
     from n3f.scene.catalog import load_scene
 
-    ckpt = latest_checkpoint(run)
+    ckpt = latest_checkpoint(run) if step is None else checkpoint_at(run, step)
     state = read_checkpoint(ckpt) if ckpt is not None else {}
     if "moving_pixels" not in state:
         raise SystemExit(f"{run} has no checkpoint with moving-pixel flags (fit it with --motion-after)")
@@ -133,7 +178,21 @@ def _score_flags(run: Path, output: Path) -> None:
             "frames_missing_sponge": _frames_missing(f, sponge),
         }
     row["frames_with_sponge"] = int(sponge.any((1, 2)).sum())
+    if holding:
+        row["holding"] = _holding(run, step, flags, m)
     print(json.dumps({"metric": "motion_flags", **row}))
+    if holding:
+        held = row["holding"]
+        print(f"\nthe dynamic stream holds {held['held']:.3f} of the sponge's {held['cells']} cells (every second training frame)")
+        print(
+            "| flags | share of the sponge | held | mean dynamic share | cells by dynamic share 0-.1/.3/.5/.7/.9/1 |\n|---|---:|---:|---:|---|"
+        )
+        for name in ("sampled", "gated_only", "unflagged"):
+            c = held[name]
+            print(
+                f"| {name} | {c['of_sponge']:.3f} | {'-' if c['held'] is None else format(c['held'], '.3f')} | "
+                f"{'-' if c['mean_share'] is None else format(c['mean_share'], '.3f')} | {' / '.join(map(str, c['share_histogram']))} |"
+            )
     picture = []
     for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:
         frame = (images[k] * 255).astype(np.uint8)
@@ -155,6 +214,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="use this fitted run's static depth (default: exact depth of the static scene)")
     parser.add_argument("--flags", type=Path, metavar="RUN", help="score the flags in this run's last checkpoint instead")
+    parser.add_argument("--step", type=int, help="with --flags: the checkpoint saved at this step, not the last")
+    parser.add_argument(
+        "--holding", action="store_true", help="with --flags: also render how much of the flagged sponge the dynamic stream holds"
+    )
     parser.add_argument("--size", default="128x96", help="render size for the oracle depth, WxH")
     parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
     parser.add_argument("--offsets", default="-24,-16,-8,8,16,24", help="neighbouring training frames compared")
@@ -169,8 +232,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
-        _score_flags(args.flags, args.output)
+        _score_flags(args.flags, args.output, args.step, args.holding)
         return
+    if args.step is not None or args.holding:
+        parser.error("--step and --holding go with --flags RUN")
 
     from PIL import Image
     from sklearn.metrics import roc_auc_score

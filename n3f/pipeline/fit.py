@@ -1187,6 +1187,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def checkpoint_at(run_dir: Path, step: int) -> Path:
+    """The checkpoint a run saved at ``step``.
+
+    Raises:
+        N3FError: the run saved none at that step (the message lists the steps it has).
+    """
+    path = Path(run_dir) / "checkpoints" / f"step-{step:07d}.pt"
+    if not path.is_file():
+        have = [int(p.stem.split("-")[1]) for p in sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))]
+        raise N3FError(f"run {run_dir} has no checkpoint at step {step}; it has steps {have or 'none'}")
+    return path
+
+
 def _append_metrics(path: Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -1412,15 +1425,16 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(f"{', '.join(counts)} are cell counts, at least 0")
 
 
-def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
-    """Rebuild a fitted run (scene, features, model at its last checkpoint) for rendering or queries.
+def load_run(run_dir: Path, quiet: bool = True, step: int | None = None) -> Trainer:
+    """Rebuild a fitted run (scene, features, model at its last checkpoint, or at ``step``) for
+    rendering or queries.
 
     The run loads on the device it was fitted on, or on the CPU when that was a GPU this machine
     lacks (a run fitted on a GPU is queried on a laptop); the checkpoint is the same for every
     encoding backend.
 
     Raises:
-        N3FError: not a run folder, or a run without checkpoints.
+        N3FError: not a run folder, a run without checkpoints, or none at ``step``.
     """
     from n3f.pipeline.features import FeatureCache
     from n3f.progress import make_progress
@@ -1428,7 +1442,7 @@ def load_run(run_dir: Path, quiet: bool = True) -> Trainer:
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir) if step is None else checkpoint_at(run_dir, step)
     if ckpt is None:
         raise N3FError(f"run {run_dir} has no checkpoint yet; let `n3f fit` write one (or resume it)")
     state = read_checkpoint(ckpt)

@@ -53,6 +53,19 @@ def test_fit_learns_and_writes_the_run_folder(short_run):
     assert state["step"] == 40 and "effnet_lite0" in state["teacher"]
 
 
+def test_a_run_loads_at_an_earlier_checkpoint_and_names_the_steps_it_has_when_asked_for_another(short_run):
+    from n3f.errors import N3FError
+    from n3f.pipeline.fit import load_run
+
+    assert load_run(short_run).step == 40
+    earlier = load_run(short_run, step=20)
+    saved = torch.load(short_run / "checkpoints" / "step-0000020.pt", weights_only=False)["model"]
+    assert earlier.step == 20
+    assert all(torch.equal(earlier.model.state_dict()[k].cpu(), v.cpu()) for k, v in saved.items())
+    with pytest.raises(N3FError, match=r"no checkpoint at step 30; it has steps \[20, 40\]"):
+        load_run(short_run, step=30)
+
+
 def test_resume_ends_with_exactly_the_metrics_of_an_uninterrupted_run(short_run, tmp_path, crash_and_resume):
     run = crash_and_resume(_config(), tmp_path, 27, "step-0000020.pt")
     assert _metrics(run) == _metrics(short_run)
