@@ -118,6 +118,8 @@ def _holding(run: Path, step: int | None, flags: dict[str, np.ndarray], masks: n
     from n3f.pipeline.fit import load_run
 
     trainer = load_run(run, step=step)
+    if list(trainer.train_ids) != list(trainer.scene.split_indices("train")):
+        raise SystemExit(f"{run}: its training rows are not the scene's training split in order; the flags cannot be matched to frames")
     _, h, w = masks.shape
     share, sampled, gated = [], [], []
     for r in range(0, len(masks), every):
@@ -130,6 +132,8 @@ def _holding(run: Path, step: int | None, flags: dict[str, np.ndarray], masks: n
         share.append(trainer.render_pixels(frame, xy, features=False, streams="all")["share/dynamic"].numpy().ravel())
         sampled.append(flags["sample"][r][sponge])
         gated.append(flags["gate"][r][sponge])
+    if not share:
+        raise SystemExit(f"{run}: no training frame shows the sponge (id {SPONGE}); nothing to hold")
     share, sampled, gated = np.concatenate(share), np.concatenate(sampled), np.concatenate(gated)
     bins = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
     out: dict = {"cells": len(share), "held": round(float((share > 0.5).mean()), 3), "share_bins": bins}
