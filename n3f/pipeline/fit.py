@@ -249,8 +249,8 @@ class FitConfig:
             second best of six (a static point must agree with two frames), up to 0.5 (the median).
             On demo/kitchen_dynamic 0.34 flagged more of the sponge; the dynamic stream held three
             times as much of it on seed 0 and less on seeds 1 and 2 (README, "A second neighbour").
-            Against 0 (with the hand hiding, as always) it held more on seed 0 and less on seed 1
-            (README, "This version's default fitted").
+            Against 0 (with the hand hiding, as always) it held more on seed 0 and less on seeds 1
+            and 2 (README, "This version's default fitted").
     """
 
     scene: str = "demo/tabletop"
