@@ -105,21 +105,21 @@ def _frames_missing(flags: np.ndarray, sponge: np.ndarray) -> int:
     return int((sponge.any((1, 2)) & ~(flags & sponge).any((1, 2))).sum())
 
 
-def _holding(run: Path, step: int | None, flags: dict[str, np.ndarray], masks: np.ndarray, every: int = 2) -> dict:
+def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: int = 2) -> dict:
     """Where the dynamic stream holds the sponge against where the detector flagged it.
 
     Renders all streams at the sponge's cells of every ``every``-th training frame and splits
     them by their flags: cells rays are drawn from (``sampled``), cells only the static field skips
     (``gated_only``) and the rest (``unflagged``). Per class: its share of the sponge's cells, the
     share of them the dynamic stream holds (``share/dynamic`` above one half, as
-    ``moving_claimed_by`` counts), the mean dynamic share and a histogram of it."""
+    ``moving_claimed_by`` counts), the mean dynamic share and a histogram of it. ``trainer``: the
+    run loaded at the flags' checkpoint."""
     import torch
 
-    from n3f.pipeline.fit import load_run
-
-    trainer = load_run(run, step=step)
     if list(trainer.train_ids) != list(trainer.scene.split_indices("train")):
-        raise SystemExit(f"{run}: its training rows are not the scene's training split in order; the flags cannot be matched to frames")
+        raise SystemExit(
+            f"{trainer.run_dir}: its training rows are not the scene's training split in order; the flags cannot be matched to frames"
+        )
     _, h, w = masks.shape
     share, sampled, gated = [], [], []
     for r in range(0, len(masks), every):
@@ -133,7 +133,7 @@ def _holding(run: Path, step: int | None, flags: dict[str, np.ndarray], masks: n
         sampled.append(flags["sample"][r][sponge])
         gated.append(flags["gate"][r][sponge])
     if not share:
-        raise SystemExit(f"{run}: no training frame shows the sponge (id {SPONGE}); nothing to hold")
+        raise SystemExit(f"{trainer.run_dir}: no training frame shows the sponge (id {SPONGE}); nothing to hold")
     share, sampled, gated = np.concatenate(share), np.concatenate(sampled), np.concatenate(gated)
     bins = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
     out: dict = {"cells": len(share), "held": round(float((share > 0.5).mean()), 3), "share_bins": bins}
@@ -155,7 +155,7 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     (:func:`_holding`)."""
     from PIL import Image
 
-    from n3f.pipeline.fit import checkpoint_at, latest_checkpoint, read_checkpoint, read_config
+    from n3f.pipeline.fit import checkpoint_at, latest_checkpoint, load_run, read_checkpoint, read_config
     from n3f.scene.catalog import load_scene
 
     ckpt = latest_checkpoint(run) if step is None else checkpoint_at(run, step)
@@ -163,7 +163,8 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     if "moving_pixels" not in state:
         raise SystemExit(f"{run} has no checkpoint with moving-pixel flags (fit it with --motion-after)")
     flags = {k: state["moving_pixels"][k].numpy() for k in ("sample", "gate")}
-    scene = load_scene(read_config(run).scene)
+    trainer = load_run(run, step=step) if holding else None  # its scene serves the masks too
+    scene = trainer.scene if trainer is not None else load_scene(read_config(run).scene)
     _, h, w = flags["sample"].shape
     masks, images = [], []
     for i in scene.split_indices("train"):
@@ -183,7 +184,7 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         }
     row["frames_with_sponge"] = int(sponge.any((1, 2)).sum())
     if holding:
-        row["holding"] = _holding(run, step, flags, m)
+        row["holding"] = _holding(trainer, flags, m)
     print(json.dumps({"metric": "motion_flags", **row}))
     if holding:
         held = row["holding"]
