@@ -1098,7 +1098,7 @@ class Trainer:
 
         buf = io.BytesIO()
         torch.save(self.state(), buf)
-        path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+        path = checkpoint_path(self.run_dir, self.step)
         atomic_write_bytes(path, buf.getvalue())
         return path
 
@@ -1185,8 +1185,17 @@ def read_checkpoint(path: Path, device="cpu") -> dict:
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The highest-step readable checkpoint of a run, or None."""
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
+    ckpts = _checkpoints(run_dir)
     return ckpts[-1] if ckpts else None
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where a run keeps its checkpoint of ``step`` (zero-padded, so names sort by step)."""
+    return Path(run_dir) / "checkpoints" / f"step-{step:07d}.pt"
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
 
 
 def checkpoint_at(run_dir: Path, step: int) -> Path:
@@ -1195,9 +1204,9 @@ def checkpoint_at(run_dir: Path, step: int) -> Path:
     Raises:
         N3FError: the run saved none at that step (the message lists the steps it has).
     """
-    path = Path(run_dir) / "checkpoints" / f"step-{step:07d}.pt"
+    path = checkpoint_path(run_dir, step)
     if not path.is_file():
-        have = [int(p.stem.split("-")[1]) for p in sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))]
+        have = [int(p.stem.split("-")[1]) for p in _checkpoints(run_dir)]
         raise N3FError(f"run {run_dir} has no checkpoint at step {step}; it has steps {have or 'none'}")
     return path
 
