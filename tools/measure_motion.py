@@ -11,8 +11,9 @@ The static surface each pixel sees comes from one of:
 - ``--run RUN``: the surface depth a fitted run's static field renders, through the detector a
   fit runs (``FitConfig.motion_after``; :func:`n3f.pipeline.motion.score_training_frames`: pixels
   whose surface holds half of the ray's weight or less are unscored; cells the actor stream
-  covers in a neighbour do not count as seen there). ``--offsets`` applies to the oracle only;
-  ``--quantile`` to both.
+  covers in a neighbour do not count as seen there). ``--span``, ``--view-step`` (which neighbour frames
+  each frame is compared with, as ``FitConfig.motion_span`` and ``motion_view_step``) and
+  ``--quantile`` apply to both.
 
 ``--hide-hand`` (oracle only) does for the exact depth what the fit does with its actor stream: a
 neighbour whose projection lands on the hand's exact mask does not count as seeing the point.
@@ -33,7 +34,7 @@ holds and how its share of the pixel is spread (a share near one half: it tints 
 rather than hiding it).
 
 Usage:
-  python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--offsets -24,-16,-8,8,16,24] [--hide-hand]
+  python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--span 24 --view-step 8] [--hide-hand]
   python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--output runs/motion]
   python tools/measure_motion.py --run RUN [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
 """
@@ -79,7 +80,7 @@ def _at_cell_centres(frame, h: int, w: int):
     return load_frame_image(frame)[ys][:, xs], load_frame_mask(frame)[ys][:, xs]
 
 
-def _run_scores(run: Path, stride: int, radius: int, quantile: float):
+def _run_scores(run: Path, stride: int, radius: int, quantile: float, offsets: tuple[int, ...]):
     """A fitted run's detector scores (the fit's own :func:`score_training_frames`: the static
     field's surface depth, unsure surfaces unscored), images and exact masks at the cells' centres,
     training frames in video order."""
@@ -87,7 +88,7 @@ def _run_scores(run: Path, stride: int, radius: int, quantile: float):
     from n3f.pipeline.motion import score_training_frames
 
     trainer = load_run(run)
-    rows, scores, _ = score_training_frames(trainer, stride, (radius,), quantile)
+    rows, scores, _ = score_training_frames(trainer, stride, (radius,), quantile, offsets=offsets)
     scores = scores[radius]
     images, masks = [], []
     for r in rows:
@@ -225,7 +226,8 @@ def main() -> None:
     )
     parser.add_argument("--size", default="128x96", help="render size for the oracle depth, WxH")
     parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
-    parser.add_argument("--offsets", default="-24,-16,-8,8,16,24", help="neighbouring training frames compared")
+    parser.add_argument("--span", type=int, default=24, help="compare each frame with neighbours up to this many training frames away")
+    parser.add_argument("--view-step", type=int, default=8, help="... every this many training frames (24 and 8: six neighbours)")
     parser.add_argument("--quantile", type=float, default=0.0, help="quantile of the neighbours' differences")
     parser.add_argument("--hide-hand", action="store_true", help="oracle: the hand's exact mask hides what lies behind it")
     parser.add_argument("--search-radius", type=int, default=0, help="best match within this many pixels in each neighbour")
@@ -245,18 +247,20 @@ def main() -> None:
     from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from n3f.pipeline.motion import flag_cells, motion_scores
+    from n3f.pipeline.motion import flag_cells, motion_scores, neighbour_offsets
 
     args.output.mkdir(parents=True, exist_ok=True)
+    if not 1 <= args.view_step <= args.span:
+        parser.error("--view-step must be at least 1 and at most --span")
+    offsets = neighbour_offsets(args.span, args.view_step)
     if args.run is not None:
-        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile)
+        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile, offsets)
         source = f"run {args.run} (its static field's surface depth, as the fit's detector uses it)"
     else:
         width, height = (int(v) for v in args.size.split("x"))
         with tempfile.TemporaryDirectory() as tmp:
             frames, images, points, masks = _oracle_inputs((width, height), Path(tmp))
         source = "exact depth of the static scene"
-        offsets = tuple(int(v) for v in args.offsets.split(","))
         hidden = [m == HAND for m in masks] if args.hide_hand else None
         scores = motion_scores(
             frames, images, points, offsets=offsets, quantile=args.quantile, search_radius=args.search_radius, hidden=hidden

@@ -251,6 +251,10 @@ class FitConfig:
             times as much of it on seed 0 and less on seeds 1 and 2 (README, "A second neighbour").
             Against 0 (with the hand hiding, as always) it held more on seed 0 and less on seeds 1
             and 2 (README, "This version's default fitted").
+        motion_span, motion_view_step: each training frame is compared with every
+            ``motion_view_step``-th training frame up to ``motion_span`` frames before and after it
+            in the video (:func:`n3f.pipeline.motion.neighbour_offsets`; the defaults: six
+            neighbours, 8, 16 and 24 frames away).
     """
 
     scene: str = "demo/tabletop"
@@ -323,6 +327,8 @@ class FitConfig:
     motion_stride: int = 0
     motion_grow_threshold: float = 0.0
     motion_quantile: float = 0.0
+    motion_span: int = 24
+    motion_view_step: int = 8
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -566,7 +572,7 @@ class Trainer:
     def detect_motion(self) -> dict:
         """Run the moving-pixel detector on the training frames now and keep its flags; returns
         its counts (see :func:`n3f.pipeline.motion.detect_moving_pixels`)."""
-        from n3f.pipeline.motion import detect_moving_pixels
+        from n3f.pipeline.motion import detect_moving_pixels, neighbour_offsets
 
         cfg = self.config
         sample, gate, counts = detect_moving_pixels(
@@ -580,6 +586,7 @@ class Trainer:
             cfg.motion_grow_threshold,
             cfg.motion_quantile,
             progress=self.progress,
+            offsets=neighbour_offsets(cfg.motion_span, cfg.motion_view_step),
         )
         self.moving.set(sample, gate, self.step)
         return counts
@@ -1430,6 +1437,12 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(
             f"motion_quantile picks which neighbour frame's difference scores a pixel: 0 (the best-agreeing) to 0.5 (the median); "
             f"got {config.motion_quantile}"
+        )
+    if not 1 <= config.motion_view_step <= config.motion_span:
+        raise N3FError(
+            f"motion_span and motion_view_step pick the neighbour frames each frame is compared with (every "
+            f"motion_view_step-th up to motion_span frames away): 1 <= motion_view_step <= motion_span; got "
+            f"{config.motion_view_step} and {config.motion_span}"
         )
     counts = ("motion_gate_dilation", "motion_sample_radius", "motion_sample_opening", "motion_gate_opening", "motion_stride")
     if any(getattr(config, name) < 0 for name in counts):

@@ -31,7 +31,17 @@ import numpy as np
 import torch
 from torch import nn
 
-DETECTOR_OFFSETS = (-24, -16, -8, 8, 16, 24)
+
+def neighbour_offsets(span: int, step: int) -> tuple[int, ...]:
+    """The neighbours a frame is compared with, as positions in the video relative to it: every
+    ``step``-th frame up to ``span`` frames before and after it (``span >= step >= 1``)."""
+    if not 1 <= step <= span:
+        raise ValueError(f"neighbour offsets need 1 <= step <= span (got step {step}, span {span})")
+    after = tuple(range(step, span + 1, step))
+    return tuple(-k for k in reversed(after)) + after
+
+
+DETECTOR_OFFSETS = neighbour_offsets(24, 8)  # (-24, -16, -8, 8, 16, 24)
 MIN_SURFACE_SHARE = 0.5  # pixels whose static surface holds less of the ray's weight are unscored
 ACTOR_COVERS = 0.5  # actor-stream opacity above which a cell is the hand's: it hides what lies behind
 
@@ -164,7 +174,12 @@ class MovingPixels(nn.Module):
 
 @torch.no_grad()
 def score_training_frames(
-    trainer, stride: int, search_radii: tuple[int, ...] = (0,), quantile: float = 0.0, progress=None
+    trainer,
+    stride: int,
+    search_radii: tuple[int, ...] = (0,),
+    quantile: float = 0.0,
+    progress=None,
+    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
 ) -> tuple[list[int], dict[int, np.ndarray], np.ndarray]:
     """Score a three-stream fit's training frames with :func:`motion_scores`, through the static
     field's own depth, on a grid of ``stride`` x ``stride`` pixel cells.
@@ -181,6 +196,8 @@ def score_training_frames(
         search_radii: score with each of these ``search_radius`` values of :func:`motion_scores`.
         quantile: the ``quantile`` of :func:`motion_scores` (0: the best-agreeing neighbour).
         progress: optional ``progress(iterable, description, total)`` wrapper.
+        offsets: the neighbours each frame is compared with, positions in video order
+            (:func:`neighbour_offsets`).
 
     Returns:
         ``rows``: the training rows in video order; ``scores``: per search radius an
@@ -215,7 +232,9 @@ def score_training_frames(
     scores = {}
     for radius in search_radii:
         scores[radius] = np.full((len(rows), h, w), np.nan, dtype=np.float32)
-        scores[radius][rows] = np.stack(motion_scores(frames, images, points, quantile=quantile, search_radius=radius, hidden=hidden))
+        scores[radius][rows] = np.stack(
+            motion_scores(frames, images, points, offsets, quantile=quantile, search_radius=radius, hidden=hidden)
+        )
         scores[radius][surface <= MIN_SURFACE_SHARE] = np.nan
     return rows, scores, actor
 
@@ -291,6 +310,7 @@ def detect_moving_pixels(
     grow_threshold: float = 0.0,
     quantile: float = 0.0,
     progress=None,
+    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Flag the moving pixels of a three-stream fit's training frames: the cells of
     :func:`score_training_frames` whose score is above ``threshold``. Rays are drawn where the
@@ -313,6 +333,7 @@ def detect_moving_pixels(
         quantile: which neighbour's difference scores a cell (:func:`motion_scores`): 0 the
             best-agreeing one, 0.34 of six the second best.
         progress: optional ``progress(iterable, description, total)`` wrapper.
+        offsets: the neighbours each frame is compared with (:func:`neighbour_offsets`).
 
     Returns:
         ``sample`` and ``gate``, (n_train_rows, ceil(H / stride), ceil(W / stride)) bool maps in
@@ -323,7 +344,7 @@ def detect_moving_pixels(
     """
     from scipy.ndimage import binary_dilation
 
-    _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), quantile, progress)
+    _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), quantile, progress, offsets)
     plain, near = np.nan_to_num(scores[0], nan=0.0), np.nan_to_num(scores[sample_radius], nan=0.0)
     flagged = flag_cells(plain, threshold, gate_opening, grow_threshold)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged

@@ -615,6 +615,7 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
         ({"motion_sampling": 1.5}, "share of the rays"),
         ({"motion_grow_threshold": 0.2}, "below motion_threshold"),
         ({"motion_quantile": 0.7}, "to 0.5"),
+        ({"motion_span": 4, "motion_view_step": 8}, "motion_view_step <= motion_span"),
         ({"motion_sample_opening": -1}, "cell counts"),
     )
     for bad, message in refusals:
