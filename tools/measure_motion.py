@@ -249,10 +249,11 @@ def main() -> None:
 
     from n3f.pipeline.motion import flag_cells, motion_scores, neighbour_offsets
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    if not 1 <= args.view_step <= args.span:
+    try:
+        offsets = neighbour_offsets(args.span, args.view_step)
+    except ValueError:
         parser.error("--view-step must be at least 1 and at most --span")
-    offsets = neighbour_offsets(args.span, args.view_step)
+    args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
         scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile, offsets)
         source = f"run {args.run} (its static field's surface depth, as the fit's detector uses it)"

@@ -1441,12 +1441,16 @@ def check_motion(config: FitConfig) -> None:
             f"motion_quantile picks which neighbour frame's difference scores a pixel: 0 (the best-agreeing) to 0.5 (the median); "
             f"got {config.motion_quantile}"
         )
-    if not 1 <= config.motion_view_step <= config.motion_span:
+    from n3f.pipeline.motion import neighbour_offsets
+
+    try:
+        neighbour_offsets(config.motion_span, config.motion_view_step)
+    except ValueError:
         raise N3FError(
             f"motion_span and motion_view_step pick the neighbour frames each frame is compared with (every "
             f"motion_view_step-th up to motion_span frames away): 1 <= motion_view_step <= motion_span; got "
             f"{config.motion_view_step} and {config.motion_span}"
-        )
+        ) from None
     counts = ("motion_gate_dilation", "motion_sample_radius", "motion_sample_opening", "motion_gate_opening", "motion_stride")
     if any(getattr(config, name) < 0 for name in counts):
         raise N3FError(f"{', '.join(counts)} are cell counts, at least 0")
