@@ -258,6 +258,12 @@ class FitConfig:
             the whole video) with ``motion_quantile`` 0.25 flagged most of the sponge, but also
             static surfaces where the fitted depth is off: the static field lost 1.6-2.0 dB and the
             dynamic stream held less of the sponge (README, "Neighbours across the whole video").
+        motion_share_weight: weight of a loss on the rays drawn where the detector is surest (its
+            ``sample`` cells): their static share of the pixel, ``1 - (s_dynamic + s_actor)``,
+            summed over those rays and divided by the batch's rays. The detector's flags then say
+            which stream holds a pixel, not only where rays go (motion masks supervising the
+            blending of streams, as RoDynRF does with optical flow). 0: off. The static field
+            gets no gradient from it: those cells are gated.
     """
 
     scene: str = "demo/tabletop"
@@ -332,6 +338,7 @@ class FitConfig:
     motion_quantile: float = 0.0
     motion_span: int = 24
     motion_view_step: int = 8
+    motion_share_weight: float = 0.0
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -715,8 +722,11 @@ class Trainer:
         target_feat = sample_features(self.data.features, row, xy, self.data.geometry) / self.data.feature_scale
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
         if self.transient is not None:
-            moving = self.moving.gated(frame, px, py) if self.moving is not None and int(self.moving.detected_at) >= 0 else None
-            stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background, moving)
+            moving = flagged = None
+            if self.moving is not None and int(self.moving.detected_at) >= 0:
+                moving = self.moving.gated(frame, px, py)
+                flagged = self.moving.sampled(frame, px, py) if cfg.motion_share_weight > 0 else None
+            stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background, moving, flagged)
         else:
             stats = self._static_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background)
         if self.error_map is not None:
@@ -839,13 +849,14 @@ class Trainer:
         return torch.cat([R, -(R @ c2w[:, :3, 3:4])], -1)
 
     def _transient_step(
-        self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int, background=None, moving=None
+        self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int, background=None, moving=None, flagged=None
     ) -> dict:
         """One step of the three-stream student: colour and feature losses on the composite of all
         streams, the uncertainty's likelihood, the transient sparsity penalty and the static field's
         own loss (:func:`n3f.student.transient.static_alone_loss`). ``background``: (n, 3)
         colours behind the rays, or None for black. ``moving``: (n,) bool, rays the moving-pixel
-        detector flagged (they give the static field no gradient), or None."""
+        detector flagged (they give the static field no gradient), or None. ``flagged``: (n,) bool,
+        rays in the detector's surest cells, whose static share ``motion_share_weight`` charges, or None."""
         from n3f.student.render_streams import render_streams
         from n3f.student.transient import static_alone_loss
 
@@ -890,6 +901,9 @@ class Trainer:
         )
         if cfg.dynamic_entropy > 0:
             loss = loss + cfg.dynamic_entropy * out["dynamic_entropy"]
+        if flagged is not None:
+            transient_share = (out["share/dynamic"] + out["share/actor"])[:, 0]
+            loss = loss + cfg.motion_share_weight * ((1 - transient_share) * flagged.to(dev, transient_share.dtype)).sum() / len(frame)
         if cfg.static_alone_weight > 0:
             alone_rgb, alone_feat = static_alone_loss(
                 out, target_rgb.to(dev), target_feat.to(dev), self.data.feature_loss_weights.to(dev), cfg.static_alone_scale
@@ -1423,7 +1437,11 @@ def check_motion(config: FitConfig) -> None:
     """
     if config.motion_after < 0 or config.motion_every < 0:
         raise N3FError(f"motion_after and motion_every are step counts, at least 0 (got {config.motion_after}, {config.motion_every})")
+    if config.motion_share_weight < 0:
+        raise N3FError(f"motion_share_weight is a loss weight, at least 0 (got {config.motion_share_weight})")
     if config.motion_after == 0:
+        if config.motion_share_weight > 0:
+            raise N3FError("motion_share_weight charges the static share of the pixels the detector flags; set motion_after too")
         return
     if not config.dynamic:
         raise N3FError(

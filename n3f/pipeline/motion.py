@@ -168,8 +168,15 @@ class MovingPixels(nn.Module):
 
     def gated(self, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
         """(n,) bool: the pixels (frame rows, columns, rows; (n,) int64) that lie in ``gate`` cells."""
+        return self._lookup(self.gate, frame, px, py)
+
+    def sampled(self, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+        """(n,) bool: the pixels (as :meth:`gated`) that lie in ``sample`` cells, the surest flags."""
+        return self._lookup(self.sample, frame, px, py)
+
+    def _lookup(self, cells: torch.Tensor, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
         s = self.stride
-        return self.gate[frame.cpu(), py.cpu() // s, px.cpu() // s]
+        return cells[frame.cpu(), py.cpu() // s, px.cpu() // s]
 
 
 @torch.no_grad()

@@ -609,6 +609,44 @@ def test_grown_flags_hold_the_plain_flags_and_more(kitchen_dir, tmp_path, monkey
         assert [c[logged] for c in counts["grown"]] == [int(grown.sum())] and counts["plain"][0][logged] == int(plain.sum())
 
 
+def _flagged_transient_share(run: Path) -> tuple[torch.Tensor, float]:
+    """A fitted run's detector ``sample`` flags and the mean transient share (dynamic + actor) of
+    the render of all streams at the centres of the flagged cells."""
+    from n3f.pipeline.fit import batch_rays
+    from n3f.student.render_streams import render_streams
+
+    trainer = load_run(run)
+    flags = trainer.moving.sample.clone()
+    rows, cy, cx = flags.nonzero(as_tuple=True)
+    s = trainer.moving.stride
+    xy = torch.stack([cx * s, cy * s], -1).float() + 0.5
+    origins, dirs = batch_rays(trainer.data, rows, xy)
+    ids = torch.as_tensor(trainer.train_ids, dtype=torch.long)[rows]
+    with torch.no_grad():
+        out = render_streams(
+            trainer.model, trainer.transient, origins, dirs, ids, trainer._w2c(trainer.data.c2w[rows]),
+            trainer.space, trainer.grid, trainer.step_size, features=False,
+        )  # fmt: skip
+    return flags, float((out["share/dynamic"] + out["share/actor"]).mean())
+
+
+def test_the_share_loss_hands_the_flagged_pixels_to_the_transient_streams(kitchen_dir, tmp_path, monkeypatch):
+    """``motion_share_weight``: two fits alike up to the step-4 detection (same flags); with the
+    loss on, the transient streams hold more of the flagged cells' pixels 12 steps later."""
+    from n3f.pipeline import motion
+
+    monkeypatch.setattr(motion, "MIN_SURFACE_SHARE", 0.0)  # as in the tests above: a 4-step field is fog
+    scores = motion.motion_scores
+    monkeypatch.setattr(motion, "motion_scores", lambda *a, **k: scores(*a, **k, occlusion_tolerance=1.0))
+    options = dict(steps=16, checkpoint_every=16, motion_after=4, motion_every=0, motion_threshold=0.03, motion_stride=2)
+    (plain_flags, plain), (charged_flags, charged) = (
+        _flagged_transient_share(fit(_config(kitchen_dir, **options, motion_share_weight=w), output=tmp_path / str(w), quiet=True))
+        for w in (0.0, 1.0)
+    )
+    assert torch.equal(plain_flags, charged_flags) and plain_flags.any()
+    assert charged > plain + 0.3, (plain, charged)
+
+
 def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kitchen_dir, tmp_path):
     refusals = (
         ({"dynamic": False}, "transient streams"),
@@ -617,10 +655,12 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
         ({"motion_quantile": 0.7}, "to 0.5"),
         ({"motion_span": 4, "motion_view_step": 8}, "motion_view_step <= motion_span"),
         ({"motion_sample_opening": -1}, "cell counts"),
+        ({"motion_share_weight": -0.1}, "loss weight"),
+        ({"motion_after": 0, "motion_share_weight": 0.1}, "set motion_after too"),
     )
     for bad, message in refusals:
         with pytest.raises(N3FError, match=message):
-            fit(_config(kitchen_dir, motion_after=5, **bad), output=tmp_path / "refused", quiet=True)
+            fit(_config(kitchen_dir, **{"motion_after": 5, **bad}), output=tmp_path / "refused", quiet=True)
     assert not (tmp_path / "refused").exists()  # refused before any run folder exists
     run = fit(_config(kitchen_dir, steps=10), output=tmp_path / "plain", quiet=True)
     config = read_config(run)
