@@ -160,12 +160,16 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     from n3f.scene.catalog import load_scene
 
     ckpt = latest_checkpoint(run) if step is None else checkpoint_at(run, step)
-    state = read_checkpoint(ckpt) if ckpt is not None else {}
-    if "moving_pixels" not in state:
+    if holding:  # the loaded run holds the flags, and its scene serves the masks too
+        trainer = load_run(run, step=step)
+        moving = trainer.moving.state_dict() if trainer.moving is not None else None
+        scene = trainer.scene
+    else:
+        trainer, moving = None, (read_checkpoint(ckpt) if ckpt is not None else {}).get("moving_pixels")
+        scene = load_scene(read_config(run).scene)
+    if moving is None:
         raise SystemExit(f"{run} has no checkpoint with moving-pixel flags (fit it with --motion-after)")
-    flags = {k: state["moving_pixels"][k].numpy() for k in ("sample", "gate")}
-    trainer = load_run(run, step=step) if holding else None  # its scene serves the masks too
-    scene = trainer.scene if trainer is not None else load_scene(read_config(run).scene)
+    flags = {k: moving[k].numpy() for k in ("sample", "gate")}
     _, h, w = flags["sample"].shape
     masks, images = [], []
     for i in scene.split_indices("train"):
@@ -174,7 +178,7 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         images.append(image)
     m = np.stack(masks)
     sponge, hand = m == SPONGE, m == HAND
-    row = {"checkpoint": str(ckpt), "detected_at_step": int(state["moving_pixels"]["detected_at"])}
+    row = {"checkpoint": str(ckpt), "detected_at_step": int(moving["detected_at"])}
     for name, f in flags.items():
         row[name] = {
             "sponge": round(float(f[sponge].mean()), 3),

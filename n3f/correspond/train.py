@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from n3f.checkpoints import checkpoint_path, latest_checkpoint
 from n3f.correspond.deformation import DeformationConfig, DualDeformationField
 from n3f.correspond.losses import LossWeights, deformation_losses, occupancy
 from n3f.errors import N3FError
@@ -146,10 +147,10 @@ def load_model(run_dir: Path) -> DualDeformationField:
     Raises:
         N3FError: no checkpoint in the run folder.
     """
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
-    if not ckpts:
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
         raise N3FError(f"{run_dir} has no checkpoints/step-*.pt; was the fit finished?")
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
     model = DualDeformationField.from_state(state["model"])
     model.eval()
     return model
@@ -215,5 +216,5 @@ def fit_correspondence(config: CorrespondConfig, run_dir: Path, quiet: bool = Fa
         atomic_write_text(tmp / "metrics.jsonl", "".join(r + "\n" for r in rows))
         buf = io.BytesIO()
         torch.save(trainer.state(), buf)
-        atomic_write_bytes(tmp / "checkpoints" / f"step-{trainer.step:07d}.pt", buf.getvalue())
+        atomic_write_bytes(checkpoint_path(tmp, trainer.step), buf.getvalue())
     return Path(run_dir)

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from n3f.checkpoints import checkpoint_at, checkpoint_path, latest_checkpoint
 from n3f.errors import N3FError
 from n3f.io import atomic_write_bytes, atomic_write_text, safe_name
 from n3f.pipeline import distributed
@@ -1205,34 +1206,6 @@ def read_checkpoint(path: Path, device="cpu") -> dict:
     if not isinstance(state, dict) or "model" not in state:
         raise N3FError(f"{path} is not an n3f checkpoint")
     return state
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The highest-step readable checkpoint of a run, or None."""
-    ckpts = _checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    """Where a run keeps its checkpoint of ``step`` (zero-padded, so names sort by step)."""
-    return Path(run_dir) / "checkpoints" / f"step-{step:07d}.pt"
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((Path(run_dir) / "checkpoints").glob("step-*.pt"))
-
-
-def checkpoint_at(run_dir: Path, step: int) -> Path:
-    """The checkpoint a run saved at ``step``.
-
-    Raises:
-        N3FError: the run saved none at that step (the message lists the steps it has).
-    """
-    path = checkpoint_path(run_dir, step)
-    if not path.is_file():
-        have = [int(p.stem.split("-")[1]) for p in _checkpoints(run_dir)]
-        raise N3FError(f"run {run_dir} has no checkpoint at step {step}; it has steps {have or 'none'}")
-    return path
 
 
 def _append_metrics(path: Path, row: dict) -> None:
