@@ -260,11 +260,14 @@ class FitConfig:
             static surfaces where the fitted depth is off: the static field lost 1.6-2.0 dB and the
             dynamic stream held less of the sponge (README, "Neighbours across the whole video").
         motion_share_weight: weight of a loss on the rays drawn where the detector is surest (its
-            ``sample`` cells): their static share of the pixel, ``1 - (s_dynamic + s_actor)``,
+            ``sample`` cells): the share of each pixel the ``motion_share_streams`` do not hold,
             summed over those rays and divided by the batch's rays. The detector's flags then say
             which stream holds a pixel, not only where rays go (motion masks supervising the
             blending of streams, as RoDynRF does with optical flow). 0: off. The static field
             gets no gradient from it: those cells are gated.
+        motion_share_streams: which streams ``motion_share_weight`` hands the flagged pixels to:
+            ``transient`` (the dynamic stream or the actor) or ``dynamic`` (the dynamic stream
+            alone; the actor's share is charged like the static one).
     """
 
     scene: str = "demo/tabletop"
@@ -340,6 +343,7 @@ class FitConfig:
     motion_span: int = 24
     motion_view_step: int = 8
     motion_share_weight: float = 0.0
+    motion_share_streams: str = "transient"
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -857,7 +861,7 @@ class Trainer:
         own loss (:func:`n3f.student.transient.static_alone_loss`). ``background``: (n, 3)
         colours behind the rays, or None for black. ``moving``: (n,) bool, rays the moving-pixel
         detector flagged (they give the static field no gradient), or None. ``flagged``: (n,) bool,
-        rays in the detector's surest cells, whose static share ``motion_share_weight`` charges, or None."""
+        rays in the detector's surest cells, charged by ``motion_share_weight``, or None."""
         from n3f.student.render_streams import render_streams
         from n3f.student.transient import static_alone_loss
 
@@ -903,8 +907,8 @@ class Trainer:
         if cfg.dynamic_entropy > 0:
             loss = loss + cfg.dynamic_entropy * out["dynamic_entropy"]
         if flagged is not None:
-            transient_share = (out["share/dynamic"] + out["share/actor"])[:, 0]
-            loss = loss + cfg.motion_share_weight * ((1 - transient_share) * flagged.to(dev, transient_share.dtype)).sum() / len(frame)
+            held = out["share/dynamic"] + (out["share/actor"] if cfg.motion_share_streams == "transient" else 0)
+            loss = loss + cfg.motion_share_weight * ((1 - held[:, 0]) * flagged.to(dev, held.dtype)).sum() / len(frame)
         if cfg.static_alone_weight > 0:
             alone_rgb, alone_feat = static_alone_loss(
                 out, target_rgb.to(dev), target_feat.to(dev), self.data.feature_loss_weights.to(dev), cfg.static_alone_scale
@@ -1412,6 +1416,8 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(f"motion_after and motion_every are step counts, at least 0 (got {config.motion_after}, {config.motion_every})")
     if config.motion_share_weight < 0:
         raise N3FError(f"motion_share_weight is a loss weight, at least 0 (got {config.motion_share_weight})")
+    if config.motion_share_streams not in ("transient", "dynamic"):
+        raise N3FError(f"motion_share_streams is transient or dynamic (got {config.motion_share_streams!r})")
     if config.motion_after == 0:
         if config.motion_share_weight > 0:
             raise N3FError("motion_share_weight charges the static share of the pixels the detector flags; set motion_after too")

@@ -656,6 +656,7 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
         ({"motion_span": 4, "motion_view_step": 8}, "motion_view_step <= motion_span"),
         ({"motion_sample_opening": -1}, "cell counts"),
         ({"motion_share_weight": -0.1}, "loss weight"),
+        ({"motion_share_streams": "actor"}, "transient or dynamic"),
         ({"motion_after": 0, "motion_share_weight": 0.1}, "set motion_after too"),
     )
     for bad, message in refusals:
