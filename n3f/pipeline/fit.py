@@ -262,9 +262,8 @@ class FitConfig:
         motion_share_weight: weight of a loss on the rays drawn where the detector is surest (its
             ``sample`` cells): the share of each pixel the ``motion_share_streams`` do not hold,
             summed over those rays and divided by the batch's rays. The detector's flags then say
-            which stream holds a pixel, not only where rays go (motion masks supervising the
-            blending of streams, as RoDynRF does with optical flow). 0: off. The static field
-            gets no gradient from it: those cells are gated.
+            which stream holds a pixel, not only where rays go. 0: off. The static field gets no
+            gradient from it: those cells are gated.
         motion_share_streams: which streams ``motion_share_weight`` hands the flagged pixels to:
             ``transient`` (the dynamic stream or the actor) or ``dynamic`` (the dynamic stream
             alone; the actor's share is charged like the static one).
