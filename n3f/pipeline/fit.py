@@ -1422,7 +1422,9 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(f"motion_share_streams is transient or dynamic (got {config.motion_share_streams!r})")
     if config.motion_after == 0:
         if config.motion_share_weight > 0:
-            raise N3FError("motion_share_weight charges the static share of the pixels the detector flags; set motion_after too")
+            raise N3FError(
+                "motion_share_weight charges the pixels the moving-pixel detector flags, and no detector runs; set motion_after too"
+            )
         return
     if not config.dynamic:
         raise N3FError(

@@ -611,7 +611,7 @@ def test_grown_flags_hold_the_plain_flags_and_more(kitchen_dir, tmp_path, monkey
 
 def _flagged_transient_share(run: Path) -> tuple[torch.Tensor, float]:
     """A fitted run's detector ``sample`` flags and the mean transient share (dynamic + actor) of
-    the render of all streams at the centres of the flagged cells."""
+    the render of all streams at the first pixel (top left) of each flagged cell."""
     from n3f.pipeline.fit import batch_rays
     from n3f.student.render_streams import render_streams
 
