@@ -31,11 +31,13 @@ last checkpoint (``--step N``: the one saved at step N): the cells rays are draw
 cells the static field skips. ``--holding`` also renders all streams at the sponge's cells of every
 second training frame and reports, per class of flags, how much of the sponge the dynamic stream
 holds and how its share of the pixel is spread (a share near one half: it tints the table behind
-rather than hiding it).
+rather than hiding it). ``--explained`` renders the static field alone at every cell of every
+training frame and reports, per class of flags and per exact label, how far its colour is from the
+image: what ``FitConfig.motion_static_agrees`` would leave unflagged at each threshold.
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--span 24 --view-step 8] [--hide-hand]
-  python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--output runs/motion]
+  python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--explained] [--output runs/motion]
   python tools/measure_motion.py --run RUN [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
 """
 
@@ -149,7 +151,29 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
     return out
 
 
-def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool = False) -> None:
+def _explained(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, thresholds=(0.05, 0.1, 0.15)) -> dict:
+    """How far the static field's colour alone is from the image (mean absolute RGB difference,
+    0-1) at the flagged cells: per class of flags (``sample``, ``gate``, and every cell), per exact
+    label (sponge, static, hand), the cells and the share of them above each threshold (those
+    ``motion_static_agrees`` at that threshold keeps flagged). ``trainer``: the run loaded at the
+    flags' checkpoint."""
+    from n3f.pipeline.motion import render_cells
+
+    cells = render_cells(trainer, trainer.moving.stride)
+    residual = np.zeros(masks.shape, dtype=np.float32)
+    residual[cells["rows"]] = np.stack([np.abs(r - i).mean(-1) for r, i in zip(cells["static_rgb"], cells["images"])])
+    out: dict = {"thresholds": list(thresholds)}
+    labels = {"sponge": masks == SPONGE, "hand": masks == HAND}
+    labels["static"] = ~(labels["sponge"] | labels["hand"])
+    for name, f in (*flags.items(), ("all", np.ones(masks.shape, dtype=bool))):
+        out[name] = {}
+        for label, where in labels.items():
+            r = residual[f & where]
+            out[name][label] = {"cells": len(r), "above": [round(float((r > t).mean()), 3) if len(r) else None for t in thresholds]}
+    return out
+
+
+def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool = False, explained: bool = False) -> None:
     """Print how the moving-pixel flags in ``run``'s last checkpoint (or the one at ``step``) cover
     the exact masks, and draw them over six training frames (``output/motion_flags.png``); with
     ``holding``, also how much of the sponge the dynamic stream holds in each class of flags
@@ -160,7 +184,7 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     from n3f.scene.catalog import load_scene
 
     ckpt = latest_checkpoint(run) if step is None else checkpoint_at(run, step)
-    if holding:  # the loaded run holds the flags, and its scene serves the masks too
+    if holding or explained:  # the loaded run holds the flags, and its scene serves the masks too
         trainer = load_run(run, step=step)
         moving = trainer.moving.state_dict() if trainer.moving is not None else None
         scene = trainer.scene
@@ -190,6 +214,8 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     row["frames_with_sponge"] = int(sponge.any((1, 2)).sum())
     if holding:
         row["holding"] = _holding(trainer, flags, m)
+    if explained:
+        row["explained"] = _explained(trainer, flags, m)
     print(json.dumps({"metric": "motion_flags", **row}))
     if holding:
         held = row["holding"]
@@ -203,6 +229,13 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
                 f"| {name} | {c['of_sponge']:.3f} | {'-' if c['held'] is None else format(c['held'], '.3f')} | "
                 f"{'-' if c['mean_share'] is None else format(c['mean_share'], '.3f')} | {' / '.join(map(str, c['share_histogram']))} |"
             )
+    if explained:
+        ex = row["explained"]
+        print(f"\nthe static field's colour off the image by more than {' / '.join(map(str, ex['thresholds']))} (share of the cells)")
+        print("| flags | label | cells | above |\n|---|---|---:|---|")
+        for name in ("sample", "gate", "all"):
+            for label, c in ex[name].items():
+                print(f"| {name} | {label} | {c['cells']} | {' / '.join('-' if a is None else format(a, '.3f') for a in c['above'])} |")
     picture = []
     for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:
         frame = (images[k] * 255).astype(np.uint8)
@@ -228,6 +261,9 @@ def main() -> None:
     parser.add_argument(
         "--holding", action="store_true", help="with --flags: also render how much of the flagged sponge the dynamic stream holds"
     )
+    parser.add_argument(
+        "--explained", action="store_true", help="with --flags: also how far the static field's colour is from the flagged cells'"
+    )
     parser.add_argument("--size", default="128x96", help="render size for the oracle depth, WxH")
     parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
     parser.add_argument("--span", type=int, default=24, help="compare each frame with neighbours up to this many training frames away")
@@ -243,10 +279,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
-        _score_flags(args.flags, args.output, args.step, args.holding)
+        _score_flags(args.flags, args.output, args.step, args.holding, args.explained)
         return
-    if args.step is not None or args.holding:
-        parser.error("--step and --holding go with --flags RUN")
+    if args.step is not None or args.holding or args.explained:
+        parser.error("--step, --holding and --explained go with --flags RUN")
 
     from PIL import Image
     from sklearn.metrics import roc_auc_score

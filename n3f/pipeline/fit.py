@@ -270,6 +270,13 @@ class FitConfig:
         motion_share_streams: which streams ``motion_share_weight`` hands the flagged pixels to:
             ``transient`` (the dynamic stream or the actor) or ``dynamic`` (the dynamic stream
             alone; the actor's share is charged like the static one).
+        motion_static_agrees: when above 0, the detector leaves unflagged the cells whose colour
+            the static field alone already renders within this mean absolute RGB difference: the
+            static field explains them, so their disagreement with the neighbour frames comes from
+            its depth, not from motion (``static_agrees`` of
+            :func:`n3f.pipeline.motion.detect_moving_pixels`). Without it a cell flagged wrongly
+            stays gated, the static field never fixes its depth there, and the next detection
+            flags it again. 0: off.
     """
 
     scene: str = "demo/tabletop"
@@ -346,6 +353,7 @@ class FitConfig:
     motion_view_step: int = 8
     motion_share_weight: float = 0.0
     motion_share_streams: str = "transient"
+    motion_static_agrees: float = 0.0
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -604,6 +612,7 @@ class Trainer:
             cfg.motion_quantile,
             progress=self.progress,
             offsets=neighbour_offsets(cfg.motion_span, cfg.motion_view_step),
+            static_agrees=cfg.motion_static_agrees,
         )
         self.moving.set(sample, gate, self.step)
         return counts
@@ -1436,6 +1445,11 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(
             f"motion_grow_threshold grows flags through cells scoring above it: at least 0 and below motion_threshold "
             f"({config.motion_threshold}); got {config.motion_grow_threshold}"
+        )
+    if not 0 <= config.motion_static_agrees < 1:
+        raise N3FError(
+            f"motion_static_agrees is a mean absolute RGB difference (0-1 units) below which the static field explains a cell: "
+            f"at least 0 and below 1; got {config.motion_static_agrees}"
         )
     if not 0 <= config.motion_quantile <= 0.5:
         raise N3FError(

@@ -104,15 +104,8 @@ def motion_scores(
             j = i + k
             if not 0 <= j < len(frames):
                 continue
-            uv, z = frames[j].project(world)
-            u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-            inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (z > 0)
+            rows, uu, vv = _seen_in(frames[j], depths[j], world, None if hidden is None else hidden[j], occlusion_tolerance)
             diff = np.full(len(world), np.nan, dtype=np.float32)
-            uu, vv = u[inside], v[inside]
-            seen = depths[j][vv, uu] >= z[inside] * (1 - occlusion_tolerance)
-            if hidden is not None:
-                seen &= ~hidden[j][vv, uu]
-            rows, uu, vv = np.flatnonzero(inside)[seen], uu[seen], vv[seen]
             diff[rows] = np.inf
             for dy in range(-search_radius, search_radius + 1):
                 for dx in range(-search_radius, search_radius + 1):
@@ -127,6 +120,21 @@ def motion_scores(
                 score[enough] = np.nanquantile(stack[:, enough], quantile, axis=0, method="lower")
         scores.append(score.reshape(H, W))
     return scores
+
+
+def _seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | None, occlusion_tolerance: float):
+    """Which of the (n, 3) ``world`` points ``frame`` sees (inside it, in front, not behind its
+    own surface of z-depth ``depth`` (H, W) by more than ``occlusion_tolerance`` of the point's
+    depth, not where ``hidden`` (H, W) bool): their indices and the columns and rows they land on."""
+    H, W = depth.shape
+    uv, z = frame.project(world)
+    u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (z > 0)
+    uu, vv = u[inside], v[inside]
+    seen = depth[vv, uu] >= z[inside] * (1 - occlusion_tolerance)
+    if hidden is not None:
+        seen &= ~hidden[vv, uu]
+    return np.flatnonzero(inside)[seen], uu[seen], vv[seen]
 
 
 class MovingPixels(nn.Module):
@@ -180,36 +188,24 @@ class MovingPixels(nn.Module):
 
 
 @torch.no_grad()
-def score_training_frames(
-    trainer,
-    stride: int,
-    search_radii: tuple[int, ...] = (0,),
-    quantile: float = 0.0,
-    progress=None,
-    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
-) -> tuple[list[int], dict[int, np.ndarray], np.ndarray]:
-    """Score a three-stream fit's training frames with :func:`motion_scores`, through the static
-    field's own depth, on a grid of ``stride`` x ``stride`` pixel cells.
-
-    Every training frame is rendered at the cells' centres twice: the static field alone (its
-    surface depth gives each cell's world point; cells whose surface holds ``MIN_SURFACE_SHARE``
-    of the ray's weight or less go unscored) and the actor stream alone (its opacity). Frames are
-    compared in video order (by ``time``). A neighbour's cells the actor stream covers (opacity
-    above ``ACTOR_COVERS``) do not count as seeing a point: the hand hides what lies behind it.
+def render_cells(trainer, stride: int, progress=None) -> dict:
+    """What the detector sees of a three-stream fit's training frames, on a grid of ``stride`` x
+    ``stride`` pixel cells: each frame rendered at the cells' centres by the static field alone
+    (its surface depth gives each cell's world point) and by the actor stream alone (its opacity).
 
     Args:
         trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
         stride: cell side in training pixels.
-        search_radii: score with each of these ``search_radius`` values of :func:`motion_scores`.
-        quantile: the ``quantile`` of :func:`motion_scores` (0: the best-agreeing neighbour).
         progress: optional ``progress(iterable, description, total)`` wrapper.
-        offsets: the neighbours each frame is compared with, positions in video order
-            (:func:`neighbour_offsets`).
 
     Returns:
-        ``rows``: the training rows in video order; ``scores``: per search radius an
-        (n_train_rows, h, w) float32 array in training-row order, NaN where unscored; ``actor`` (n_train_rows, h, w) the actor stream's
-        opacity. ``h, w = ceil(H / stride), ceil(W / stride)``.
+        A dict: ``rows`` the training rows in video order (by ``time``); in that order, ``frames``
+        (the frames resized to the grid), ``images`` (h, w, 3) float RGB area-averaged over each
+        cell, ``points`` (h, w, 3) world points of the static surface, ``static_rgb`` (h, w, 3) the
+        static field's colour at the cells' centres (over black); in training-row order,
+        ``surface`` (n_train_rows, h, w) float32, the share of each ray's weight the surface holds,
+        and ``actor`` the same shape, the actor stream's opacity. ``h, w = ceil(H / stride),
+        ceil(W / stride)``.
     """
     import torch.nn.functional as F
 
@@ -222,7 +218,7 @@ def score_training_frames(
     rows = sorted(range(len(trainer.train_ids)), key=lambda r: trainer.scene.frames[trainer.train_ids[r]].time)
     jj, ii = np.mgrid[0:h, 0:w]
     xy = torch.tensor(np.stack([(ii.ravel() + 0.5) * W / w, (jj.ravel() + 0.5) * H / h], 1), dtype=torch.float32)
-    frames, images, points = [], [], []
+    frames, images, points, static_rgb = [], [], [], []
     surface = np.zeros((len(rows), h, w), dtype=np.float32)
     actor = np.zeros_like(surface)
     for r in progress(rows, "detecting moving pixels", len(rows)) if progress else rows:
@@ -230,20 +226,77 @@ def score_training_frames(
         alone = trainer.render_pixels(full, xy, features=False, surface_window=SURFACE_WINDOW_STEPS * trainer.step_size)
         o, d = pixel_rays(torch.tensor(full.K), torch.tensor(full.c2w), xy)
         points.append((o + alone["surface/depth"][:, None] * d).numpy().reshape(h, w, 3))
+        static_rgb.append(alone["rgb"].numpy().reshape(h, w, 3))
         surface[r] = alone["surface/share"].numpy().reshape(h, w)
         actor[r] = trainer.actor_opacity(full, xy).numpy().reshape(h, w)
         image = trainer.data.images[trainer.train_ids[r]].permute(2, 0, 1)[None].float() / 255
         images.append(F.interpolate(image, size=(h, w), mode="area")[0].permute(1, 2, 0).numpy())
         frames.append(resize_frame(full, w, h))
+    return {
+        "rows": rows,
+        "frames": frames,
+        "images": images,
+        "points": points,
+        "static_rgb": static_rgb,
+        "surface": surface,
+        "actor": actor,
+    }
+
+
+def score_cells(
+    cells: dict, search_radii: tuple[int, ...] = (0,), quantile: float = 0.0, offsets: tuple[int, ...] = DETECTOR_OFFSETS
+) -> dict[int, np.ndarray]:
+    """:func:`motion_scores` of :func:`render_cells`' output: frames compared in video order; a
+    neighbour's cells the actor stream covers (opacity above ``ACTOR_COVERS``) do not count as
+    seeing a point (the hand hides what lies behind it); cells whose surface holds
+    ``MIN_SURFACE_SHARE`` of the ray's weight or less go unscored.
+
+    Returns:
+        Per search radius an (n_train_rows, h, w) float32 array in training-row order, NaN where
+        unscored.
+    """
+    rows, actor = cells["rows"], cells["actor"]
     hidden = list(actor[rows] > ACTOR_COVERS)
     scores = {}
     for radius in search_radii:
-        scores[radius] = np.full((len(rows), h, w), np.nan, dtype=np.float32)
+        scores[radius] = np.full(actor.shape, np.nan, dtype=np.float32)
         scores[radius][rows] = np.stack(
-            motion_scores(frames, images, points, offsets, quantile=quantile, search_radius=radius, hidden=hidden)
+            motion_scores(
+                cells["frames"], cells["images"], cells["points"], offsets, quantile=quantile, search_radius=radius, hidden=hidden
+            )
         )
-        scores[radius][surface <= MIN_SURFACE_SHARE] = np.nan
-    return rows, scores, actor
+        scores[radius][cells["surface"] <= MIN_SURFACE_SHARE] = np.nan
+    return scores
+
+
+def score_training_frames(
+    trainer,
+    stride: int,
+    search_radii: tuple[int, ...] = (0,),
+    quantile: float = 0.0,
+    progress=None,
+    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
+) -> tuple[list[int], dict[int, np.ndarray], np.ndarray]:
+    """Score a three-stream fit's training frames with :func:`motion_scores`, through the static
+    field's own depth, on a grid of ``stride`` x ``stride`` pixel cells (:func:`render_cells`, then
+    :func:`score_cells`).
+
+    Args:
+        trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
+        stride: cell side in training pixels.
+        search_radii: score with each of these ``search_radius`` values of :func:`motion_scores`.
+        quantile: the ``quantile`` of :func:`motion_scores` (0: the best-agreeing neighbour).
+        progress: optional ``progress(iterable, description, total)`` wrapper.
+        offsets: the neighbours each frame is compared with, positions in video order
+            (:func:`neighbour_offsets`).
+
+    Returns:
+        ``rows``: the training rows in video order; ``scores``: per search radius an
+        (n_train_rows, h, w) float32 array in training-row order, NaN where unscored; ``actor``
+        (n_train_rows, h, w) the actor stream's opacity. ``h, w = ceil(H / stride), ceil(W / stride)``.
+    """
+    cells = render_cells(trainer, stride, progress)
+    return cells["rows"], score_cells(cells, search_radii, quantile, offsets), cells["actor"]
 
 
 def keep_blobs(flags: np.ndarray, radius: int) -> np.ndarray:
@@ -318,6 +371,7 @@ def detect_moving_pixels(
     quantile: float = 0.0,
     progress=None,
     offsets: tuple[int, ...] = DETECTOR_OFFSETS,
+    static_agrees: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Flag the moving pixels of a three-stream fit's training frames: the cells of
     :func:`score_training_frames` whose score is above ``threshold``. Rays are drawn where the
@@ -341,6 +395,11 @@ def detect_moving_pixels(
             best-agreeing one, 0.34 of six the second best.
         progress: optional ``progress(iterable, description, total)`` wrapper.
         offsets: the neighbours each frame is compared with (:func:`neighbour_offsets`).
+        static_agrees: when above 0, cells whose colour the static field alone renders within this
+            mean absolute RGB difference (0-1 units) of the image are not flagged: the static field
+            already explains them, so their disagreement with the neighbours is a depth error, not
+            motion. A moving object hides what the static field renders behind it and stays
+            flagged. 0: off.
 
     Returns:
         ``sample`` and ``gate``, (n_train_rows, ceil(H / stride), ceil(W / stride)) bool maps in
@@ -351,10 +410,21 @@ def detect_moving_pixels(
     """
     from scipy.ndimage import binary_dilation
 
-    _, scores, actor = score_training_frames(trainer, stride, tuple(sorted({0, sample_radius})), quantile, progress, offsets)
+    cells = render_cells(trainer, stride, progress)
+    scores, actor = score_cells(cells, tuple(sorted({0, sample_radius})), quantile, offsets), cells["actor"]
     plain, near = np.nan_to_num(scores[0], nan=0.0), np.nan_to_num(scores[sample_radius], nan=0.0)
-    flagged = flag_cells(plain, threshold, gate_opening, grow_threshold)
+    unexplained = np.ones(actor.shape, dtype=bool)
+    if static_agrees > 0:
+        residual = np.stack([np.abs(r - i).mean(-1) for r, i in zip(cells["static_rgb"], cells["images"])])
+        unexplained[cells["rows"]] = residual > static_agrees
+    flagged = flag_cells(plain, threshold, gate_opening, grow_threshold, allowed=unexplained)
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
-    sample = torch.from_numpy(flag_cells(near, threshold, sample_opening, grow_threshold, allowed=actor <= ACTOR_COVERS))
-    counts = {"cells": sample.numel(), "sample_cells": int(sample.sum()), "gate_cells": int(gate.sum())}
+    allowed = (actor <= ACTOR_COVERS) & unexplained
+    sample = torch.from_numpy(flag_cells(near, threshold, sample_opening, grow_threshold, allowed=allowed))
+    counts = {
+        "cells": sample.numel(),
+        "sample_cells": int(sample.sum()),
+        "gate_cells": int(gate.sum()),
+        "explained_cells": int((~unexplained).sum()),
+    }
     return sample, torch.from_numpy(gate), counts

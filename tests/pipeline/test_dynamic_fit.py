@@ -658,6 +658,7 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
         ({"motion_share_weight": -0.1}, "loss weight"),
         ({"motion_share_streams": "actor"}, "transient or dynamic"),
         ({"motion_after": 0, "motion_share_weight": 0.1}, "set motion_after too"),
+        ({"motion_static_agrees": 1.0}, "below which the static field explains a cell"),
     )
     for bad, message in refusals:
         with pytest.raises(N3FError, match=message):
@@ -674,11 +675,13 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
 def test_the_detector_in_a_fit_flags_the_sponge_when_the_static_field_is_exact(dynamic_run, tmp_path):
     """With the static field's render replaced by the exact depth of the scene without the sponge
     and the hand (a perfect static field) and the actor's share by the hand's exact mask, the flags
-    the fit would use hold most of the sponge, few static pixels and none of the hand."""
+    the fit would use hold most of the sponge, few static pixels and none of the hand. With
+    ``static_agrees`` the static pixels the (perfect) static field renders go unflagged; the sponge,
+    which hides what the static field renders behind it, stays flagged."""
     from n3f.pipeline.motion import detect_moving_pixels
     from n3f.scene.dynamic import ACTOR, DYNAMIC, KitchenDynamicConfig, render_kitchen_dynamic, stream_labels
     from n3f.scene.formats.native import read_native
-    from n3f.scene.images import load_frame_depth, load_frame_mask
+    from n3f.scene.images import load_frame_depth, load_frame_image, load_frame_mask
 
     trainer = load_run(dynamic_run)
     scene = trainer.scene
@@ -700,7 +703,8 @@ def test_the_detector_in_a_fit_flags_the_sponge_when_the_static_field_is_exact(d
         z = load_frame_depth(dataclasses.replace(frame, depth_path=static.frames[i].depth_path))[rows, cols]
         points = frame.unproject(xy.numpy().astype(np.float64), z)
         t = np.linalg.norm(points - frame.c2w[:3, 3], axis=1)
-        return {"surface/depth": torch.from_numpy(t.astype(np.float32)), "surface/share": torch.ones(len(xy))}
+        rgb = torch.from_numpy(load_frame_image(static.frames[i])[rows, cols].astype(np.float32))
+        return {"surface/depth": torch.from_numpy(t.astype(np.float32)), "surface/share": torch.ones(len(xy)), "rgb": rgb}
 
     trainer.render_pixels, trainer.actor_opacity = render_pixels, actor_opacity
     sample, gate, counts = detect_moving_pixels(trainer, stride=1, threshold=0.05, gate_dilation=1)
@@ -711,7 +715,13 @@ def test_the_detector_in_a_fit_flags_the_sponge_when_the_static_field_is_exact(d
     # hand pixels do not count as seeing a point, so fewer sponge cells have two views (0.37)
     assert s[sponge].mean() > 0.33 and s[~sponge & ~hand].mean() < 0.06 and not s[hand].any()
     assert (g | ~s).all() and g[sponge].mean() > s[sponge].mean()
-    assert counts == {"cells": s.size, "sample_cells": int(s.sum()), "gate_cells": int(g.sum())}
+    assert counts == {"cells": s.size, "sample_cells": int(s.sum()), "gate_cells": int(g.sum()), "explained_cells": 0}
+
+    sample, gate, counts = detect_moving_pixels(trainer, stride=1, threshold=0.05, gate_dilation=1, static_agrees=0.05)
+    s2, g2 = sample.numpy(), gate.numpy()
+    assert (s2 <= s).all() and (g2 <= g).all()
+    assert s2[~sponge & ~hand].sum() < 0.2 * s[~sponge & ~hand].sum() and s2[sponge].mean() > 0.9 * s[sponge].mean()
+    assert 0 < counts["explained_cells"] < s.size and counts["sample_cells"] == int(s2.sum())
 
 
 def test_the_actor_alone_covers_what_it_holds_in_the_render_of_all_streams(dynamic_run):
