@@ -20,7 +20,8 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``final`` and rename it into place on success.
 
     Raises:
-        N3FError: ``final`` already exists (results are never overwritten) or cannot be created.
+        N3FError: ``final`` already exists (results are never overwritten), another process
+            created it while the block ran, or it cannot be created.
     On any exception inside the block the temporary folder is removed and ``final`` is untouched.
     A process killed inside the block (SIGKILL, power loss) leaves its temporary folder behind; it
     is named after the host and process, and the next call for the same ``final`` on this host
@@ -37,7 +38,12 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise N3FError(f"cannot create {final}: {exc}{_hint(exc)}") from exc
     try:
         yield tmp
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.exists():
+                raise N3FError(f"{final} was created by another process while this one built it; n3f never overwrites results.") from exc
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from n3f.errors import SceneError
+from n3f.errors import N3FError, SceneError
 from n3f.scene.types import Scene
 
 if sys.version_info >= (3, 11):
@@ -141,7 +141,11 @@ def find_recipe(name: str, catalog: dict[str, Recipe] | None = None) -> Recipe:
 
 
 def ensure_procedural(recipe: Recipe, seed: int | None = None, progress: Callable | None = None) -> Path:
-    """Render a procedural recipe's scene into the data root if it is not there yet; return its folder."""
+    """Render a procedural recipe's scene into the data root if it is not there yet; return its folder.
+
+    Processes started together may render the same scene at once; the first to finish wins and
+    the others return its folder.
+    """
     folder = recipe.locate(seed)
     if folder is not None:
         return folder
@@ -161,7 +165,15 @@ def ensure_procedural(recipe: Recipe, seed: int | None = None, progress: Callabl
         config = config_class(**options)
     except TypeError as exc:
         raise SceneError(f"catalog recipe {recipe.file}: bad [options] for the {recipe.generator} generator: {exc}") from exc
-    return render(folder, config, progress=progress)
+    try:
+        return render(folder, config, progress=progress)
+    except N3FError:
+        # Another process (a second fit started beside this one) rendered the same scene first:
+        # a scene is a pure function of its recipe, seed and generator version, so use theirs.
+        done = recipe.locate(seed)
+        if done is not None:
+            return done
+        raise
 
 
 def load_scene(spec: str | Path, seed: int | None = None, downscale: int | None = None, progress: Callable | None = None) -> Scene:

@@ -121,3 +121,31 @@ def test_the_unbounded_tabletop_boxes_the_table_and_cameras_and_sees_walls_beyon
     with pytest.raises(ValueError, match="room or table"):
         render_tabletop(tmp_path / "bad", TabletopConfig(n_frames=2, width=8, height=6, bounds="sky"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_scene_rendered_by_another_process_meanwhile_is_used_not_overwritten(data_root):
+    """Two fits started together both render a missing demo scene; the one that finishes second
+    finds the folder taken when it renames its own into place. It returns the first one's folder,
+    leaves no temporary folder behind, and the scene is whole."""
+    from pathlib import Path
+
+    from n3f.scene.catalog import Recipe, ensure_procedural, load_scene
+    from n3f.scene.synthetic import render_tabletop
+
+    recipe = Recipe(
+        name="demo/race",
+        file=Path("race.toml"),
+        format="procedural",
+        path="demo/race",
+        generator="tabletop",
+        options={"n_frames": 2, "width": 16, "height": 12, "supersample": 1},
+    )
+    final = recipe.candidates()[0]
+
+    def other_process_finishes_first(indices, description, total):
+        render_tabletop(final, TabletopConfig(**recipe.options))  # while this call is mid-render
+        yield from indices
+
+    assert ensure_procedural(recipe, progress=other_process_finishes_first) == final
+    assert not list(final.parent.glob(f".{final.name}.partial-*"))
+    assert len(load_scene(final).frames) == 2
