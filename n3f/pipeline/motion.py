@@ -399,7 +399,7 @@ def detect_moving_pixels(
             mean absolute RGB difference (0-1 units) of the image are not flagged: the static field
             already explains them, so their disagreement with the neighbours is a depth error, not
             motion. A moving object hides what the static field renders behind it and stays
-            flagged. 0: off.
+            flagged. Applied to the kept blobs (after ``keep_blobs`` and the growth). 0: off.
 
     Returns:
         ``sample`` and ``gate``, (n_train_rows, ceil(H / stride), ceil(W / stride)) bool maps in
@@ -417,10 +417,12 @@ def detect_moving_pixels(
     if static_agrees > 0:
         residual = np.stack([np.abs(r - i).mean(-1) for r, i in zip(cells["static_rgb"], cells["images"])])
         unexplained[cells["rows"]] = residual > static_agrees
-    flagged = flag_cells(plain, threshold, gate_opening, grow_threshold, allowed=unexplained)
+    # The veto comes after keep_blobs: taken before, it cuts holes in the moving object's blobs
+    # and the opening then drops what is left of them.
+    flagged = flag_cells(plain, threshold, gate_opening, grow_threshold) & unexplained
     gate = np.stack([binary_dilation(f, iterations=gate_dilation) for f in flagged]) if gate_dilation > 0 else flagged
-    allowed = (actor <= ACTOR_COVERS) & unexplained
-    sample = torch.from_numpy(flag_cells(near, threshold, sample_opening, grow_threshold, allowed=allowed))
+    sample = flag_cells(near, threshold, sample_opening, grow_threshold, allowed=actor <= ACTOR_COVERS) & unexplained
+    sample = torch.from_numpy(sample)
     counts = {
         "cells": sample.numel(),
         "sample_cells": int(sample.sum()),
