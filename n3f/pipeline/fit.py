@@ -281,6 +281,14 @@ class FitConfig:
             but the transient streams held less of the sponge (34-50% against 58-65%), and
             alone it left them almost none: the static field paints part of the sponge's path
             before the first detection (README, "The static field's colour as a veto").
+        motion_camera_fixed: when above 0 (with ``motion_share_weight`` and ``motion_share_streams``
+            ``transient``), the actor's share answers the share loss only in cells that look fixed
+            to the camera: whose colour in the image stays within this mean absolute RGB
+            difference of the same cell in the two training frames before and after it in the
+            video (:func:`n3f.pipeline.motion.camera_fixed_cells`). Elsewhere the flag goes to the
+            dynamic stream alone and the actor's share is charged like the static one. A hand
+            stays at the same pixels from frame to frame; the moving object and the static world
+            slide across the image as the camera moves. 0: off.
     """
 
     scene: str = "demo/tabletop"
@@ -358,6 +366,7 @@ class FitConfig:
     motion_share_weight: float = 0.0
     motion_share_streams: str = "transient"
     motion_static_agrees: float = 0.0
+    motion_camera_fixed: float = 0.0
 
     def grid_config(self) -> HashGridConfig:
         return {"cpu": CPU_CONFIG, "ngp": NGP_CONFIG}[self.grid_preset]
@@ -588,7 +597,20 @@ class Trainer:
 
         check_motion(self.config)
         H, W = self.data.images.shape[1:3]
-        return MovingPixels(len(self.data.rows), H, W, self.config.motion_stride or max(1, W // 128))
+        moving = MovingPixels(len(self.data.rows), H, W, self.config.motion_stride or max(1, W // 128))
+        if self.config.motion_camera_fixed > 0:
+            moving.camera_fixed.copy_(torch.from_numpy(self._camera_fixed_cells(moving)))
+        return moving
+
+    def _camera_fixed_cells(self, moving):
+        """(n_train_rows, h, w) bool: the training frames' cells that look fixed to the camera
+        (:func:`n3f.pipeline.motion.camera_fixed_cells` at ``motion_camera_fixed``)."""
+        from n3f.pipeline.motion import camera_fixed_cells, cell_images
+
+        h, w = moving.sample.shape[1:]
+        images = cell_images(self.data.images[torch.as_tensor(self.train_ids)], h, w)
+        order = sorted(range(len(self.train_ids)), key=lambda r: self.scene.frames[self.train_ids[r]].time)
+        return camera_fixed_cells(images, order, self.config.motion_camera_fixed)
 
     def _detect_due(self) -> bool:
         """Whether the moving-pixel detector runs before the coming step."""
@@ -619,6 +641,8 @@ class Trainer:
             static_agrees=cfg.motion_static_agrees,
         )
         self.moving.set(sample, gate, self.step)
+        if cfg.motion_camera_fixed > 0:
+            counts["sample_cells_camera_fixed"] = int((sample & self.moving.camera_fixed).sum())
         return counts
 
     @property
@@ -742,11 +766,14 @@ class Trainer:
         target_feat = sample_features(self.data.features, row, xy, self.data.geometry) / self.data.feature_scale
         detach = () if cfg.feature_grad_to_geometry else ("feature",)
         if self.transient is not None:
-            moving = flagged = None
+            moving = flagged = actor_may_hold = None
             if self.moving is not None and int(self.moving.detected_at) >= 0:
                 moving = self.moving.gated(frame, px, py)
                 flagged = self.moving.sampled(frame, px, py) if cfg.motion_share_weight > 0 else None
-            stats = self._transient_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background, moving, flagged)
+                actor_may_hold = self.moving.actor_may_hold(frame, px, py) if cfg.motion_camera_fixed > 0 else None
+            stats = self._transient_step(
+                frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background, moving, flagged, actor_may_hold
+            )
         else:
             stats = self._static_step(frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays, background)
         if self.error_map is not None:
@@ -869,14 +896,28 @@ class Trainer:
         return torch.cat([R, -(R @ c2w[:, :3, 3:4])], -1)
 
     def _transient_step(
-        self, frame, origins, dirs, jitter, target_rgb, target_feat, detach, n_rays: int, background=None, moving=None, flagged=None
+        self,
+        frame,
+        origins,
+        dirs,
+        jitter,
+        target_rgb,
+        target_feat,
+        detach,
+        n_rays: int,
+        background=None,
+        moving=None,
+        flagged=None,
+        actor_may_hold=None,
     ) -> dict:
         """One step of the three-stream student: colour and feature losses on the composite of all
         streams, the uncertainty's likelihood, the transient sparsity penalty and the static field's
         own loss (:func:`n3f.student.transient.static_alone_loss`). ``background``: (n, 3)
         colours behind the rays, or None for black. ``moving``: (n,) bool, rays the moving-pixel
         detector flagged (they give the static field no gradient), or None. ``flagged``: (n,) bool,
-        rays in the detector's surest cells, charged by ``motion_share_weight``, or None."""
+        rays in the detector's surest cells, charged by ``motion_share_weight``, or None.
+        ``actor_may_hold``: (n,) bool, rays whose flag the actor's share may answer
+        (``motion_camera_fixed``), or None for all of them."""
         from n3f.student.render_streams import render_streams
         from n3f.student.transient import static_alone_loss
 
@@ -922,7 +963,9 @@ class Trainer:
         if cfg.dynamic_entropy > 0:
             loss = loss + cfg.dynamic_entropy * out["dynamic_entropy"]
         if flagged is not None:
-            held = out["share/dynamic"] + (out["share/actor"] if cfg.motion_share_streams == "transient" else 0)
+            held = out["share/dynamic"]
+            if cfg.motion_share_streams == "transient":
+                held = held + out["share/actor"] * (1.0 if actor_may_hold is None else actor_may_hold.to(dev, held.dtype)[:, None])
             loss = loss + cfg.motion_share_weight * ((1 - held[:, 0]) * flagged.to(dev, held.dtype)).sum() / len(frame)
         if cfg.static_alone_weight > 0:
             alone_rgb, alone_feat = static_alone_loss(
@@ -1433,6 +1476,16 @@ def check_motion(config: FitConfig) -> None:
         raise N3FError(f"motion_share_weight is a loss weight, at least 0 (got {config.motion_share_weight})")
     if config.motion_share_streams not in ("transient", "dynamic"):
         raise N3FError(f"motion_share_streams is transient or dynamic (got {config.motion_share_streams!r})")
+    if not 0 <= config.motion_camera_fixed < 1:
+        raise N3FError(
+            f"motion_camera_fixed is a mean absolute RGB difference (0-1 units) within which a cell looks fixed to the camera: "
+            f"at least 0 and below 1; got {config.motion_camera_fixed}"
+        )
+    if config.motion_camera_fixed > 0 and not (config.motion_share_weight > 0 and config.motion_share_streams == "transient"):
+        raise N3FError(
+            "motion_camera_fixed says where the actor's share may answer the share loss's flags; "
+            "set motion_share_weight above 0 with motion_share_streams = transient, or drop it"
+        )
     if config.motion_after == 0:
         if config.motion_share_weight > 0:
             raise N3FError(

@@ -44,6 +44,7 @@ def neighbour_offsets(span: int, step: int) -> tuple[int, ...]:
 DETECTOR_OFFSETS = neighbour_offsets(24, 8)  # (-24, -16, -8, 8, 16, 24)
 MIN_SURFACE_SHARE = 0.5  # pixels whose static surface holds less of the ray's weight are unscored
 ACTOR_COVERS = 0.5  # actor-stream opacity above which a cell is the hand's: it hides what lies behind
+CAMERA_FIXED_OFFSETS = (-2, -1, 1, 2)  # the frames a camera-fixed cell looks the same in (video order)
 
 
 def points_from_depth(frame, depth: np.ndarray) -> np.ndarray:
@@ -137,6 +138,42 @@ def _seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | N
     return np.flatnonzero(inside)[seen], uu[seen], vv[seen]
 
 
+def camera_fixed_cells(
+    images: np.ndarray, order: list[int], threshold: float, offsets: tuple[int, ...] = CAMERA_FIXED_OFFSETS
+) -> np.ndarray:
+    """The cells that look fixed to the camera: whose colour stays within ``threshold`` of the same
+    cell in every neighbouring frame of the video. A hand held in front of the camera sits at the
+    same pixels from one frame to the next; a thing that moves in the world, and the static world
+    itself, slide across the image as the camera moves.
+
+    Args:
+        images: (n, h, w, 3) float RGB in [0, 1], one per frame (any order).
+        order: the frames' indices into ``images`` in video order.
+        threshold: mean absolute RGB difference (0-1 units).
+        offsets: the neighbours compared, as positions in ``order`` relative to each frame.
+
+    Returns:
+        (n, h, w) bool, in the order of ``images``: True where the largest difference over the
+        neighbours that exist is at most ``threshold`` (True everywhere in a frame without one).
+    """
+    fixed = np.ones(images.shape[:3], dtype=bool)
+    for pos, i in enumerate(order):
+        for k in offsets:
+            if 0 <= pos + k < len(order):
+                fixed[i] &= np.abs(images[i] - images[order[pos + k]]).mean(-1) <= threshold
+    return fixed
+
+
+def cell_images(images: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """(n, H, W, 3) uint8 images -> (n, h, w, 3) float32 RGB in [0, 1], each area-averaged over
+    the cells of an h x w grid."""
+    import torch.nn.functional as F
+
+    return np.stack(
+        [F.interpolate(i.permute(2, 0, 1)[None].float() / 255, size=(h, w), mode="area")[0].permute(1, 2, 0).numpy() for i in images]
+    )
+
+
 class MovingPixels(nn.Module):
     """The training pixels a detector flagged as moving, on a grid of ``stride`` x ``stride``
     pixel cells: draws training pixels among them, and says which rays the static field must not
@@ -157,6 +194,9 @@ class MovingPixels(nn.Module):
         self.register_buffer("sample", torch.zeros(cells, dtype=torch.bool))  # cells rays are drawn from
         self.register_buffer("gate", torch.zeros(cells, dtype=torch.bool))  # cells the static field skips
         self.register_buffer("detected_at", torch.tensor(-1))  # step of the last detection; -1: none yet
+        # Cells the actor may hold when the share loss charges a flag (see ``camera_fixed_cells``):
+        # worked out from the images alone, so not kept in checkpoints.
+        self.register_buffer("camera_fixed", torch.ones(cells, dtype=torch.bool), persistent=False)
 
     def set(self, sample: torch.Tensor, gate: torch.Tensor, step: int) -> None:
         """Replace the flags with (n_frames, h, w) bool cell maps ``sample`` and ``gate``, detected
@@ -181,6 +221,10 @@ class MovingPixels(nn.Module):
     def sampled(self, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
         """(n,) bool: the pixels (as :meth:`gated`) that lie in ``sample`` cells, the surest flags."""
         return self._lookup(self.sample, frame, px, py)
+
+    def actor_may_hold(self, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+        """(n,) bool: the pixels (as :meth:`gated`) in cells that look fixed to the camera."""
+        return self._lookup(self.camera_fixed, frame, px, py)
 
     def _lookup(self, cells: torch.Tensor, frame: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
         s = self.stride
@@ -207,8 +251,6 @@ def render_cells(trainer, stride: int, progress=None) -> dict:
         and ``actor`` the same shape, the actor stream's opacity. ``h, w = ceil(H / stride),
         ceil(W / stride)``.
     """
-    import torch.nn.functional as F
-
     from n3f.pipeline.maps import SURFACE_WINDOW_STEPS
     from n3f.render.rays import pixel_rays
     from n3f.scene.normalise import resize_frame
@@ -229,8 +271,7 @@ def render_cells(trainer, stride: int, progress=None) -> dict:
         static_rgb.append(alone["rgb"].numpy().reshape(h, w, 3))
         surface[r] = alone["surface/share"].numpy().reshape(h, w)
         actor[r] = trainer.actor_opacity(full, xy).numpy().reshape(h, w)
-        image = trainer.data.images[trainer.train_ids[r]].permute(2, 0, 1)[None].float() / 255
-        images.append(F.interpolate(image, size=(h, w), mode="area")[0].permute(1, 2, 0).numpy())
+        images.append(cell_images(trainer.data.images[trainer.train_ids[r]][None], h, w)[0])
         frames.append(resize_frame(full, w, h))
     return {
         "rows": rows,

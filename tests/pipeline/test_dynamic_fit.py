@@ -609,9 +609,10 @@ def test_grown_flags_hold_the_plain_flags_and_more(kitchen_dir, tmp_path, monkey
         assert [c[logged] for c in counts["grown"]] == [int(grown.sum())] and counts["plain"][0][logged] == int(plain.sum())
 
 
-def _flagged_transient_share(run: Path) -> tuple[torch.Tensor, float]:
-    """A fitted run's detector ``sample`` flags and the mean transient share (dynamic + actor) of
-    the render of all streams at the first pixel (top left) of each flagged cell."""
+def _flagged_shares(run: Path) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """A fitted run's detector ``sample`` flags, the dynamic and actor shares (n_flagged,) of the
+    render of all streams at the first pixel (top left) of each flagged cell, and whether each
+    flagged cell looks fixed to the camera (n_flagged,) bool, as the loaded run works it out."""
     from n3f.pipeline.fit import batch_rays
     from n3f.student.render_streams import render_streams
 
@@ -627,7 +628,15 @@ def _flagged_transient_share(run: Path) -> tuple[torch.Tensor, float]:
             trainer.model, trainer.transient, origins, dirs, ids, trainer._w2c(trainer.data.c2w[rows]),
             trainer.space, trainer.grid, trainer.step_size, features=False,
         )  # fmt: skip
-    return flags, float((out["share/dynamic"] + out["share/actor"]).mean())
+    shares = {k: out[f"share/{k}"][:, 0] for k in ("dynamic", "actor")}
+    return flags, shares, trainer.moving.camera_fixed[rows, cy, cx]
+
+
+def _flagged_transient_share(run: Path) -> tuple[torch.Tensor, float]:
+    """A fitted run's detector ``sample`` flags and the mean transient share (dynamic + actor) of
+    the render of all streams at the first pixel (top left) of each flagged cell."""
+    flags, shares, _ = _flagged_shares(run)
+    return flags, float((shares["dynamic"] + shares["actor"]).mean())
 
 
 def test_the_share_loss_hands_the_flagged_pixels_to_the_transient_streams(kitchen_dir, tmp_path, monkeypatch):
@@ -647,6 +656,31 @@ def test_the_share_loss_hands_the_flagged_pixels_to_the_transient_streams(kitche
     assert charged > plain + 0.3, (plain, charged)
 
 
+def test_off_the_cells_fixed_to_the_camera_the_share_loss_hands_the_flags_to_the_dynamic_stream(kitchen_dir, tmp_path, monkeypatch):
+    """``motion_camera_fixed``: two fits with the share loss, alike up to the step-4 detection
+    (same flags). With the option, the flagged cells that do not look fixed to the camera (the
+    loaded run works the map out again from the images, as the fit did) are held less by the actor
+    and more by the dynamic stream 12 steps later."""
+    from n3f.pipeline import motion
+
+    monkeypatch.setattr(motion, "MIN_SURFACE_SHARE", 0.0)  # as in the tests above: a 4-step field is fog
+    scores = motion.motion_scores
+    monkeypatch.setattr(motion, "motion_scores", lambda *a, **k: scores(*a, **k, occlusion_tolerance=1.0))
+    options = dict(steps=16, checkpoint_every=16, motion_after=4, motion_every=0, motion_threshold=0.03, motion_stride=2)
+    options["motion_share_weight"] = 1.0
+    (plain_flags, plain, plain_fixed), (flags, fixed_run, fixed) = (
+        _flagged_shares(fit(_config(kitchen_dir, **options, motion_camera_fixed=t), output=tmp_path / str(t), quiet=True))
+        for t in (0.0, 0.1)
+    )
+    assert torch.equal(plain_flags, flags) and plain_fixed.all()  # off: every cell may be the actor's
+    moving = ~fixed
+    assert moving.sum() > 0.5 * len(moving), (int(moving.sum()), len(moving))
+    actor = (float(plain["actor"][moving].mean()), float(fixed_run["actor"][moving].mean()))
+    dynamic = (float(plain["dynamic"][moving].mean()), float(fixed_run["dynamic"][moving].mean()))
+    print(f"\nflagged cells not fixed to the camera: {int(moving.sum())} of {len(moving)}; actor {actor}, dynamic {dynamic}")
+    assert actor[1] < actor[0] - 0.5 and dynamic[1] > dynamic[0] + 0.5  # actor 1.00 -> 0.03, dynamic 0.00 -> 0.92
+
+
 def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kitchen_dir, tmp_path):
     refusals = (
         ({"dynamic": False}, "transient streams"),
@@ -659,6 +693,9 @@ def test_the_motion_detector_needs_transient_streams_and_its_flags_on_resume(kit
         ({"motion_share_streams": "actor"}, "transient or dynamic"),
         ({"motion_after": 0, "motion_share_weight": 0.1}, "set motion_after too"),
         ({"motion_static_agrees": 1.0}, "below which the static field explains a cell"),
+        ({"motion_camera_fixed": 1.0}, "within which a cell looks fixed to the camera"),
+        ({"motion_camera_fixed": 0.1}, "set motion_share_weight above 0 with motion_share_streams = transient"),
+        ({"motion_camera_fixed": 0.1, "motion_share_weight": 0.1, "motion_share_streams": "dynamic"}, "or drop it"),
     )
     for bad, message in refusals:
         with pytest.raises(N3FError, match=message):

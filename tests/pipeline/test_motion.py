@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from n3f.pipeline.motion import motion_scores, points_from_depth
+from n3f.pipeline.motion import camera_fixed_cells, motion_scores, points_from_depth
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +241,39 @@ def test_neighbours_across_the_whole_video_flag_more_of_the_sponge_and_less_of_t
     print(
         f"\nsponge flagged {near[sponge].mean():.3f} -> {wide[sponge].mean():.3f}; static {near[static_px].mean():.4f} -> {wide[static_px].mean():.4f}"
     )
+
+
+def test_camera_fixed_cells_need_every_neighbour_to_agree_within_the_threshold():
+    """Exact on a small video: a cell is fixed when its largest difference with the same cell of
+    the frames up to two before and after it is at most the threshold; frames at the ends compare
+    with the neighbours they have, a lone frame is fixed everywhere; the result follows the
+    images' order, not the video's."""
+    images = np.zeros((5, 1, 3, 3), dtype=np.float32)
+    images[:, 0, 1] = 0.5  # cell 1: the same in every frame
+    images[:, 0, 2] = np.array([0.0, 0.0, 0.0, 0.0, 0.3])[:, None]  # cell 2: changes in the last frame
+    images[2, 0, 0] = 0.09  # cell 0: the middle frame differs by 0.09 from every other
+    fixed = camera_fixed_cells(images, [0, 1, 2, 3, 4], threshold=0.1)
+    assert fixed[:, 0, :2].all()
+    # The last frame is within two of frames 2 and 3, which see cell 2 change; 0 and 1 do not.
+    assert fixed[:, 0, 2].tolist() == [True, True, False, False, False]
+    assert camera_fixed_cells(images, [0, 1, 2, 3, 4], threshold=0.08)[:, 0, 0].tolist() == [False] * 5
+    assert camera_fixed_cells(images[4:], [0], threshold=0.0).all()
+    shuffled = [3, 0, 4, 1, 2]  # images[shuffled[k]] is video frame k
+    inverse = np.argsort(shuffled)
+    again = camera_fixed_cells(images[shuffled], list(inverse), threshold=0.1)
+    assert np.array_equal(again, fixed[shuffled])
+
+
+def test_the_hand_looks_fixed_to_the_camera_and_the_sponge_does_not(kitchen):
+    """On demo/kitchen_dynamic, every pixel a cell: nearly all of the hand's pixels stay within 0.1
+    of the two frames before and after, nearly none of the sponge's do, and fewer than half of
+    the static scene's (it slides across the image as the camera moves)."""
+    from n3f.scene.images import load_frame_image, load_frame_mask
+
+    scene, _ = kitchen
+    images = np.stack([load_frame_image(f) for f in scene.frames]).astype(np.float32)
+    masks = np.stack([load_frame_mask(f) for f in scene.frames])
+    order = sorted(range(len(scene.frames)), key=lambda i: scene.frames[i].time)
+    fixed = camera_fixed_cells(images, order, threshold=0.1)
+    hand, sponge, static = fixed[masks == 9].mean(), fixed[masks == 8].mean(), fixed[~np.isin(masks, (8, 9))].mean()
+    assert hand > 0.95 and sponge < 0.05 and static < 0.5, (hand, sponge, static)  # 0.971, 0.026, 0.406
