@@ -30,8 +30,9 @@ row per threshold (``--thresholds``) and T below it (0: no growth).
 last checkpoint (``--step N``: the one saved at step N): the cells rays are drawn from and the
 cells the static field skips. ``--holding`` also renders all streams at the sponge's cells of every
 second training frame and reports, per class of flags, how much of the sponge the dynamic stream
-holds and how its share of the pixel is spread (a share near one half: it tints the table behind
-rather than hiding it). ``--explained`` renders the static field alone at every cell of every
+holds (and how much the actor does) and how its share of the pixel is spread (a share near one
+half: it tints the table behind rather than hiding it); for a fit with ``motion_camera_fixed`` the
+picture draws the ray flags the actor may hold in magenta. ``--explained`` renders the static field alone at every cell of every
 training frame and reports, per class of flags and per exact label, how far its colour is from the
 image: what ``FitConfig.motion_static_agrees`` would leave unflagged at each threshold.
 
@@ -115,7 +116,8 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
     them by their flags: cells rays are drawn from (``sampled``), cells only the static field skips
     (``gated_only``) and the rest (``unflagged``). Per class: its share of the sponge's cells, the
     share of them the dynamic stream holds (``share/dynamic`` above one half, as
-    ``moving_claimed_by`` counts), the mean dynamic share and a histogram of it. ``trainer``: the
+    ``moving_claimed_by`` counts), the share the actor holds, the mean dynamic share and a
+    histogram of it. ``trainer``: the
     run loaded at the flags' checkpoint."""
     import torch
 
@@ -124,7 +126,7 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
             f"{trainer.run_dir}: its training rows are not the scene's training split in order; the flags cannot be matched to frames"
         )
     _, h, w = masks.shape
-    share, sampled, gated = [], [], []
+    share, actor, sampled, gated = [], [], [], []
     for r in range(0, len(masks), every):
         sponge = masks[r] == SPONGE
         if not sponge.any():
@@ -132,12 +134,14 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
         frame = trainer.scene.frames[trainer.train_ids[r]]
         jj, ii = np.nonzero(sponge)
         xy = torch.tensor(np.stack([(ii + 0.5) * frame.width / w, (jj + 0.5) * frame.height / h], 1), dtype=torch.float32)
-        share.append(trainer.render_pixels(frame, xy, features=False, streams="all")["share/dynamic"].numpy().ravel())
+        out = trainer.render_pixels(frame, xy, features=False, streams="all")
+        share.append(out["share/dynamic"].numpy().ravel())
+        actor.append(out["share/actor"].numpy().ravel())
         sampled.append(flags["sample"][r][sponge])
         gated.append(flags["gate"][r][sponge])
     if not share:
         raise SystemExit(f"{trainer.run_dir}: no training frame shows the sponge (id {SPONGE}); nothing to hold")
-    share, sampled, gated = np.concatenate(share), np.concatenate(sampled), np.concatenate(gated)
+    share, actor, sampled, gated = (np.concatenate(x) for x in (share, actor, sampled, gated))
     bins = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
     out: dict = {"cells": len(share), "held": round(float((share > 0.5).mean()), 3), "share_bins": bins}
     for name, cells in (("sampled", sampled), ("gated_only", gated & ~sampled), ("unflagged", ~gated & ~sampled)):
@@ -145,6 +149,7 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
         out[name] = {
             "of_sponge": round(float(cells.mean()), 3),
             "held": round(float((part > 0.5).mean()), 3) if len(part) else None,
+            "actor_held": round(float((actor[cells] > 0.5).mean()), 3) if len(part) else None,
             "mean_share": round(float(part.mean()), 3) if len(part) else None,
             "share_histogram": np.histogram(part, bins=bins)[0].tolist(),
         }
@@ -221,12 +226,14 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         held = row["holding"]
         print(f"\nthe dynamic stream holds {held['held']:.3f} of the sponge's {held['cells']} cells (every second training frame)")
         print(
-            "| flags | share of the sponge | held | mean dynamic share | cells by dynamic share 0-.1/.3/.5/.7/.9/1 |\n|---|---:|---:|---:|---|"
+            "| flags | share of the sponge | held | held by the actor | mean dynamic share | cells by dynamic share 0-.1/.3/.5/.7/.9/1 |\n"
+            "|---|---:|---:|---:|---:|---|"
         )
         for name in ("sampled", "gated_only", "unflagged"):
             c = held[name]
             print(
                 f"| {name} | {c['of_sponge']:.3f} | {'-' if c['held'] is None else format(c['held'], '.3f')} | "
+                f"{'-' if c['actor_held'] is None else format(c['actor_held'], '.3f')} | "
                 f"{'-' if c['mean_share'] is None else format(c['mean_share'], '.3f')} | {' / '.join(map(str, c['share_histogram']))} |"
             )
     if explained:
@@ -236,6 +243,9 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         for name in ("sample", "gate", "all"):
             for label, c in ex[name].items():
                 print(f"| {name} | {label} | {c['cells']} | {' / '.join('-' if a is None else format(a, '.3f') for a in c['above'])} |")
+    # With motion_camera_fixed the ray flags the actor may answer are drawn apart (the map needs the
+    # loaded run, which works it out from the training images).
+    fixed = trainer.moving.camera_fixed.numpy() if trainer is not None and trainer.config.motion_camera_fixed > 0 else None
     picture = []
     for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:
         frame = (images[k] * 255).astype(np.uint8)
@@ -243,6 +253,8 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         gate, sample = flags["gate"][k], flags["sample"][k]
         shown[gate] = (shown[gate] * 0.4 + np.array([0, 0, 255]) * 0.6).astype(np.uint8)
         shown[sample] = (255, 0, 0)
+        if fixed is not None:
+            shown[sample & fixed[k]] = (255, 0, 255)
         truth = np.zeros_like(frame)
         truth[m[k] == SPONGE], truth[m[k] == HAND] = (255, 255, 0), (0, 255, 0)
         picture.append(np.concatenate([frame, shown, truth], 1))
@@ -250,7 +262,8 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     path = output / "motion_flags.png"
     sheet = Image.fromarray(np.concatenate(picture, 0))
     sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST).save(path)  # one cell: 2 x 2 screen pixels
-    print(f"picture: {path} (frame | red: rays drawn here, blue: the static field skips | exact masks: yellow sponge, green hand)")
+    magenta = ", magenta: rays drawn here that the actor may hold" if fixed is not None else ""
+    print(f"picture: {path} (frame | red: rays drawn here{magenta}, blue: the static field skips | exact masks: yellow sponge, green hand)")
 
 
 def main() -> None:
