@@ -217,6 +217,15 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
             "frames_missing_sponge": _frames_missing(f, sponge),
         }
     row["frames_with_sponge"] = int(sponge.any((1, 2)).sum())
+    # With motion_camera_fixed the ray flags the actor may answer are drawn apart (the map needs the
+    # loaded run, which works it out from the training images).
+    fixed = trainer.moving.camera_fixed.numpy() if trainer is not None and trainer.config.motion_camera_fixed > 0 else None
+    if fixed is not None:  # of the ray flags on each exact label, the share the actor may hold
+        f = flags["sample"]
+        row["sample"]["camera_fixed"] = {
+            label: round(float(fixed[f & where].mean()), 3) if (f & where).any() else None
+            for label, where in (("sponge", sponge), ("hand", hand), ("static", ~(sponge | hand)))
+        }
     if holding:
         row["holding"] = _holding(trainer, flags, m)
     if explained:
@@ -243,9 +252,6 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         for name in ("sample", "gate", "all"):
             for label, c in ex[name].items():
                 print(f"| {name} | {label} | {c['cells']} | {' / '.join('-' if a is None else format(a, '.3f') for a in c['above'])} |")
-    # With motion_camera_fixed the ray flags the actor may answer are drawn apart (the map needs the
-    # loaded run, which works it out from the training images).
-    fixed = trainer.moving.camera_fixed.numpy() if trainer is not None and trainer.config.motion_camera_fixed > 0 else None
     picture = []
     for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:
         frame = (images[k] * 255).astype(np.uint8)
