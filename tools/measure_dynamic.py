@@ -10,11 +10,12 @@ stream shares as red = actor, green = dynamic, blue = static) beside the runs.
 Usage:
   python tools/measure_dynamic.py --steps 1000 [--output runs/dynamic-proof] [--set error_sampling=0.5 ...]
   python tools/measure_dynamic.py --runs STATIC_RUN DYNAMIC_RUN
-  python tools/measure_dynamic.py --streams-only RUN [RUN ...]
+  python tools/measure_dynamic.py --streams-only RUN [RUN ...] [--picture]
 
 ``--set KEY=VALUE`` changes a FitConfig field of the three-stream fit (the static-only fit keeps
 the defaults). ``--streams-only`` scores runs on the stream figures alone (static-pixel PSNR and the
-stream IoUs, a few minutes each), without retrieval maps.
+stream IoUs, a few minutes each), without retrieval maps; with ``--picture`` it also writes each
+run's ``streams.png`` (the picture above, without the static-only column).
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-def _streams_only(runs: list[Path]) -> None:
-    """Print the static-pixel PSNR and stream IoUs of each run, as `n3f evaluate` scores them."""
+def _streams_only(runs: list[Path], picture: bool = False) -> None:
+    """Print the static-pixel PSNR and stream IoUs of each run, as `n3f evaluate` scores them; with
+    ``picture``, also write ``streams.png`` into each run folder (:func:`_picture`, without the
+    static-only column)."""
     from n3f.pipeline.evaluate import scored_frames
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.streams_eval import evaluate_streams
@@ -86,9 +89,15 @@ def _streams_only(runs: list[Path]) -> None:
             "moving_claimed_by": result.get("moving_claimed_by"),
         }
         print(json.dumps({"metric": "dynamic_streams", **row}), flush=True)
+        if picture and trainer.transient is not None:
+            _picture(None, trainer, run / "streams.png", trainer.scene.split_indices("test")[1:4])
+            print(f"picture: {run / 'streams.png'}")
 
 
 def _picture(static_trainer, dynamic_trainer, path: Path, frames: list[int]) -> None:
+    """Held-out ``frames`` (scene indices), one row each: truth | the static-only student (left out
+    when ``static_trainer`` is None) | the three-stream student's static field | all its streams |
+    stream shares (red actor, green dynamic, blue static); written to ``path`` as a PNG."""
     import cv2
     import numpy as np
     import torch
@@ -107,11 +116,11 @@ def _picture(static_trainer, dynamic_trainer, path: Path, frames: list[int]) -> 
             return (rgb.clamp(0, 1).reshape(H, W, 3).numpy() * 255 + 0.5).astype(np.uint8)
 
         truth = (load_frame_image(frame) * 255 + 0.5).astype(np.uint8)
-        only = image(static_trainer.render_pixels(frame, xy, features=False)["rgb"])
+        only = [] if static_trainer is None else [image(static_trainer.render_pixels(frame, xy, features=False)["rgb"])]
         static = image(dynamic_trainer.render_pixels(frame, xy, features=False)["rgb"])
         r = dynamic_trainer.render_pixels(frame, xy, features=False, streams="all")
         shares = image(torch.stack([r["share/actor"], r["share/dynamic"], r["share/static"]], -1))
-        rows.append(np.concatenate([truth, only, static, image(r["rgb"]), shares], 1))
+        rows.append(np.concatenate([truth, *only, static, image(r["rgb"]), shares], 1))
     atomic_write_bytes(path, cv2.imencode(".png", np.concatenate(rows, 0)[:, :, ::-1])[1].tobytes())
 
 
@@ -122,9 +131,10 @@ def main() -> None:
     parser.add_argument("--runs", nargs=2, type=Path, metavar=("STATIC_RUN", "DYNAMIC_RUN"), help="evaluate these runs instead of fitting")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="FitConfig field of the three-stream fit")
     parser.add_argument("--streams-only", nargs="+", type=Path, metavar="RUN", help="score these runs' streams only")
+    parser.add_argument("--picture", action="store_true", help="with --streams-only: write streams.png into each run folder")
     args = parser.parse_args()
     if args.streams_only:
-        return _streams_only(args.streams_only)
+        return _streams_only(args.streams_only, args.picture)
     options = _options(args.set)
     runs = args.runs or [_fit(False, args.steps, args.output), _fit(True, args.steps, args.output, options)]
     (static_trainer, static), (dynamic_trainer, dynamic) = _evaluate(runs[0]), _evaluate(runs[1])
