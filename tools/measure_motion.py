@@ -32,9 +32,10 @@ cells the static field skips. ``--holding`` also renders all streams at the spon
 second training frame and reports, per class of flags, how much of the sponge the dynamic stream
 holds (and how much the actor does) and how its share of the pixel is spread (a share near one
 half: it tints the table behind rather than hiding it); for a fit with ``motion_camera_fixed`` the
-picture draws the ray flags the actor may hold in magenta. ``--explained`` renders the static field alone at every cell of every
-training frame and reports, per class of flags and per exact label, how far its colour is from the
-image: what ``FitConfig.motion_static_agrees`` would leave unflagged at each threshold.
+picture draws the ray flags the actor may hold in magenta. ``--explained`` renders the static
+field alone at every cell of every training frame and reports, per class of flags and per exact
+label, how far its colour is from the image: what ``FitConfig.motion_static_agrees`` would leave
+unflagged at each threshold.
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--span 24 --view-step 8] [--hide-hand]
@@ -117,8 +118,7 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
     (``gated_only``) and the rest (``unflagged``). Per class: its share of the sponge's cells, the
     share of them the dynamic stream holds (``share/dynamic`` above one half, as
     ``moving_claimed_by`` counts), the share the actor holds, the mean dynamic share and a
-    histogram of it. ``trainer``: the
-    run loaded at the flags' checkpoint."""
+    histogram of it. ``trainer``: the run loaded at the flags' checkpoint."""
     import torch
 
     if list(trainer.train_ids) != list(trainer.scene.split_indices("train")):

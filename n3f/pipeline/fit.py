@@ -610,12 +610,11 @@ class Trainer:
     def _camera_fixed_cells(self, moving):
         """(n_train_rows, h, w) bool: the training frames' cells that look fixed to the camera
         (:func:`n3f.pipeline.motion.camera_fixed_cells` at ``motion_camera_fixed``)."""
-        from n3f.pipeline.motion import camera_fixed_cells, cell_images
+        from n3f.pipeline.motion import camera_fixed_cells, cell_images, rows_in_video_order
 
         h, w = moving.sample.shape[1:]
         images = cell_images(self.data.images[torch.as_tensor(self.train_ids)], h, w)
-        order = sorted(range(len(self.train_ids)), key=lambda r: self.scene.frames[self.train_ids[r]].time)
-        return camera_fixed_cells(images, order, self.config.motion_camera_fixed)
+        return camera_fixed_cells(images, rows_in_video_order(self), self.config.motion_camera_fixed)
 
     def _detect_due(self) -> bool:
         """Whether the moving-pixel detector runs before the coming step."""

@@ -164,6 +164,11 @@ def camera_fixed_cells(
     return fixed
 
 
+def rows_in_video_order(trainer) -> list[int]:
+    """A fit's training rows (indices into ``trainer.train_ids``) sorted by their frames' time."""
+    return sorted(range(len(trainer.train_ids)), key=lambda r: trainer.scene.frames[trainer.train_ids[r]].time)
+
+
 def cell_images(images: torch.Tensor, h: int, w: int) -> np.ndarray:
     """(n, H, W, 3) uint8 images -> (n, h, w, 3) float32 RGB in [0, 1], each area-averaged over
     the cells of an h x w grid."""
@@ -257,7 +262,7 @@ def render_cells(trainer, stride: int, progress=None) -> dict:
 
     H, W = trainer.data.images.shape[1:3]
     h, w = math.ceil(H / stride), math.ceil(W / stride)
-    rows = sorted(range(len(trainer.train_ids)), key=lambda r: trainer.scene.frames[trainer.train_ids[r]].time)
+    rows = rows_in_video_order(trainer)
     jj, ii = np.mgrid[0:h, 0:w]
     xy = torch.tensor(np.stack([(ii.ravel() + 0.5) * W / w, (jj.ravel() + 0.5) * H / h], 1), dtype=torch.float32)
     frames, images, points, static_rgb = [], [], [], []
