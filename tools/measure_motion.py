@@ -35,12 +35,19 @@ half: it tints the table behind rather than hiding it); for a fit with ``motion_
 picture draws the ray flags the actor may hold in magenta. ``--explained`` renders the static
 field alone at every cell of every training frame and reports, per class of flags and per exact
 label, how far its colour is from the image: what ``FitConfig.motion_static_agrees`` would leave
-unflagged at each threshold.
+unflagged at each threshold. ``--persistence`` asks whether a ray flag's static point is flagged
+again in the other training frames that see it (a static surface flagged by a depth error might be
+flagged in every view; the sponge's path only while the sponge is there), and ``--other-times``
+whether the cells the dynamic stream holds are still held with the embeddings of other times (a
+static cell it holds might be held at every time; the sponge only at its own).
+
+``--run RUN --step N`` scores the run as saved at step N: the static field a detection at step N
+used (``motion_every`` apart from ``motion_after``).
 
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--span 24 --view-step 8] [--hide-hand]
-  python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--explained] [--output runs/motion]
-  python tools/measure_motion.py --run RUN [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
+  python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--explained] [--persistence] [--other-times] [--output runs/motion]
+  python tools/measure_motion.py --run RUN [--step 1000] [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
 """
 
 from __future__ import annotations
@@ -84,14 +91,14 @@ def _at_cell_centres(frame, h: int, w: int):
     return load_frame_image(frame)[ys][:, xs], load_frame_mask(frame)[ys][:, xs]
 
 
-def _run_scores(run: Path, stride: int, radius: int, quantile: float, offsets: tuple[int, ...]):
+def _run_scores(run: Path, stride: int, radius: int, quantile: float, offsets: tuple[int, ...], step: int | None = None):
     """A fitted run's detector scores (the fit's own :func:`score_training_frames`: the static
     field's surface depth, unsure surfaces unscored), images and exact masks at the cells' centres,
-    training frames in video order."""
+    training frames in video order. ``step``: the run as saved at that step (default: the last)."""
     from n3f.pipeline.fit import load_run
     from n3f.pipeline.motion import score_training_frames
 
-    trainer = load_run(run)
+    trainer = load_run(run, step=step)
     rows, scores, _ = score_training_frames(trainer, stride, (radius,), quantile, offsets=offsets)
     scores = scores[radius]
     images, masks = [], []
@@ -102,6 +109,12 @@ def _run_scores(run: Path, stride: int, radius: int, quantile: float, offsets: t
         images.append(image)
         masks.append(mask)
     return [scores[r] for r in rows], images, masks
+
+
+def _labels(masks: np.ndarray) -> dict[str, np.ndarray]:
+    """The exact labels of (n, h, w) cell masks as bool maps: ``sponge``, ``hand`` and ``static`` (the rest)."""
+    sponge, hand = masks == SPONGE, masks == HAND
+    return {"sponge": sponge, "hand": hand, "static": ~(sponge | hand)}
 
 
 def _frames_missing(flags: np.ndarray, sponge: np.ndarray) -> int:
@@ -168,8 +181,7 @@ def _explained(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, thresho
     residual = np.zeros(masks.shape, dtype=np.float32)
     residual[cells["rows"]] = np.stack([np.abs(r - i).mean(-1) for r, i in zip(cells["static_rgb"], cells["images"])])
     out: dict = {"thresholds": list(thresholds)}
-    labels = {"sponge": masks == SPONGE, "hand": masks == HAND}
-    labels["static"] = ~(labels["sponge"] | labels["hand"])
+    labels = _labels(masks)
     for name, f in (*flags.items(), ("all", np.ones(masks.shape, dtype=bool))):
         out[name] = {}
         for label, where in labels.items():
@@ -178,18 +190,105 @@ def _explained(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, thresho
     return out
 
 
-def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool = False, explained: bool = False) -> None:
+def _persistence(trainer, flags: dict[str, np.ndarray], masks: np.ndarray) -> dict:
+    """Is a ray flag on the static world flagged in every view, and one on the sponge only while
+    the sponge is there? For every cell rays are drawn from (``sample``), the static surface point
+    it sees is projected into every other training frame that sees it (not hidden by a nearer
+    surface or the hand, as the detector counts views), and the share of those frames whose
+    ``gate`` flags cover it is the flag's persistence. Per exact label: the flags, the mean number
+    of frames that see their point, quantiles of the persistence and the share above 0.3 / 0.5.
+    ``trainer``: the run loaded at the flags' checkpoint."""
+    from n3f.pipeline.motion import ACTOR_COVERS, render_cells, seen_in
+
+    cells = render_cells(trainer, trainer.moving.stride)
+    rows, frames, points = cells["rows"], cells["frames"], cells["points"]
+    depths = [((p - f.c2w[:3, 3]) @ f.c2w[:3, 2]).astype(np.float32) for f, p in zip(frames, points)]
+    labels = _labels(masks)
+    found: dict[str, list] = {name: [] for name in labels}
+    for i, r in enumerate(rows):
+        flagged = flags["sample"][r]
+        if not flagged.any():
+            continue
+        world = points[i][flagged]
+        seen, again = np.zeros(len(world)), np.zeros(len(world))
+        for j, r2 in enumerate(rows):
+            if j != i:
+                idx, uu, vv = seen_in(frames[j], depths[j], world, cells["actor"][r2] > ACTOR_COVERS, 0.05)
+                seen[idx] += 1
+                again[idx] += flags["gate"][r2][vv, uu]
+        for name, where in labels.items():
+            on = where[r][flagged] & (seen > 0)
+            found[name].append(np.stack([again[on] / seen[on], seen[on]], 1))
+    out: dict = {}
+    for name, parts in found.items():
+        v = np.concatenate(parts) if parts else np.zeros((0, 2))
+        out[name] = {
+            "flags": len(v),
+            "mean_views": round(float(v[:, 1].mean()), 1) if len(v) else None,
+            "quantiles_10_25_50_75_90": [round(float(q), 3) for q in np.quantile(v[:, 0], [0.1, 0.25, 0.5, 0.75, 0.9])] if len(v) else None,
+            "above_0.3": round(float((v[:, 0] > 0.3).mean()), 3) if len(v) else None,
+            "above_0.5": round(float((v[:, 0] > 0.5).mean()), 3) if len(v) else None,
+        }
+    return out
+
+
+def _other_times(trainer, masks: np.ndarray, every: int = 8, apart: float = 0.3) -> dict:
+    """Does the dynamic stream hold a static cell at every time, and the sponge only at its own?
+    For every ``every``-th training frame, the cells whose dynamic share is above one half are
+    rendered again from the same camera with the embeddings of the frames at times 0, 0.25, 0.5,
+    0.75 and 1 at least ``apart`` from the frame's own (the nearest frame's embedding). Per exact
+    label: the cells held, and the share of (cell, other time) pairs where the dynamic stream
+    still holds the cell. ``trainer``: the loaded run."""
+    import dataclasses
+
+    import torch
+
+    _, h, w = masks.shape
+    jj, ii = np.mgrid[0:h, 0:w]
+    still: dict[str, list] = {"sponge": [], "static": []}
+    for r in range(0, len(masks), every):
+        frame = trainer.scene.frames[trainer.train_ids[r]]
+        xy = torch.tensor(np.stack([(ii.ravel() + 0.5) * frame.width / w, (jj.ravel() + 0.5) * frame.height / h], 1), dtype=torch.float32)
+        held = trainer.render_pixels(frame, xy, features=False, streams="all")["share/dynamic"].numpy().ravel() > 0.5
+        times = [t for t in (0.0, 0.25, 0.5, 0.75, 1.0) if abs(t - frame.time) >= apart]
+        if not held.any() or not times:
+            continue
+        label = masks[r].ravel()[held]
+        for t in times:  # an image path no frame has: the run picks the embedding of the frame nearest in time
+            other = dataclasses.replace(frame, image_path=Path(f"other-time-{t}.png"), time=t)
+            again = trainer.render_pixels(other, xy[held], features=False, streams="all")["share/dynamic"].numpy().ravel() > 0.5
+            still["sponge"].append(again[label == SPONGE])
+            still["static"].append(again[(label != SPONGE) & (label != HAND)])
+    return {
+        name: {
+            "held_pairs": int(sum(len(x) for x in parts)),
+            "still_held": round(float(np.concatenate(parts).mean()), 3) if sum(len(x) for x in parts) else None,
+        }
+        for name, parts in still.items()
+    }
+
+
+def _score_flags(
+    run: Path,
+    output: Path,
+    step: int | None = None,
+    holding: bool = False,
+    explained: bool = False,
+    persistence: bool = False,
+    other_times: bool = False,
+) -> None:
     """Print how the moving-pixel flags in ``run``'s last checkpoint (or the one at ``step``) cover
     the exact masks, and draw them over six training frames (``output/motion_flags.png``); with
     ``holding``, also how much of the sponge the dynamic stream holds in each class of flags
-    (:func:`_holding`)."""
+    (:func:`_holding`); with ``persistence`` and ``other_times``, :func:`_persistence` and
+    :func:`_other_times`."""
     from PIL import Image
 
     from n3f.pipeline.fit import checkpoint_at, latest_checkpoint, load_run, read_checkpoint, read_config
     from n3f.scene.catalog import load_scene
 
     ckpt = latest_checkpoint(run) if step is None else checkpoint_at(run, step)
-    if holding or explained:  # the loaded run holds the flags, and its scene serves the masks too
+    if holding or explained or persistence or other_times:  # the loaded run holds the flags, and its scene serves the masks too
         trainer = load_run(run, step=step)
         moving = trainer.moving.state_dict() if trainer.moving is not None else None
         scene = trainer.scene
@@ -223,13 +322,16 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
     if fixed is not None:  # of the ray flags on each exact label, the share the actor may hold
         f = flags["sample"]
         row["sample"]["camera_fixed"] = {
-            label: round(float(fixed[f & where].mean()), 3) if (f & where).any() else None
-            for label, where in (("sponge", sponge), ("hand", hand), ("static", ~(sponge | hand)))
+            label: round(float(fixed[f & where].mean()), 3) if (f & where).any() else None for label, where in _labels(m).items()
         }
     if holding:
         row["holding"] = _holding(trainer, flags, m)
     if explained:
         row["explained"] = _explained(trainer, flags, m)
+    if persistence:
+        row["persistence"] = _persistence(trainer, flags, m)
+    if other_times:
+        row["other_times"] = _other_times(trainer, m)
     print(json.dumps({"metric": "motion_flags", **row}))
     if holding:
         held = row["holding"]
@@ -252,6 +354,20 @@ def _score_flags(run: Path, output: Path, step: int | None = None, holding: bool
         for name in ("sample", "gate", "all"):
             for label, c in ex[name].items():
                 print(f"| {name} | {label} | {c['cells']} | {' / '.join('-' if a is None else format(a, '.3f') for a in c['above'])} |")
+    if persistence:
+        print("\nof the other training frames that see a ray flag's static point, the share that flag it too")
+        print(
+            "| label | ray flags | frames seeing each | persistence 10/25/50/75/90% | above 0.3 | above 0.5 |\n|---|---:|---:|---|---:|---:|"
+        )
+        for label, c in row["persistence"].items():
+            if c["flags"]:
+                q = " / ".join(map(str, c["quantiles_10_25_50_75_90"]))
+                print(f"| {label} | {c['flags']} | {c['mean_views']} | {q} | {c['above_0.3']} | {c['above_0.5']} |")
+    if other_times:
+        print("\nthe cells the dynamic stream holds, rendered with the embeddings of other times (0.3 or more apart)")
+        print("| label | cell x time pairs | still held |\n|---|---:|---:|")
+        for label, c in row["other_times"].items():
+            print(f"| {label} | {c['held_pairs']} | {'-' if c['still_held'] is None else c['still_held']} |")
     picture = []
     for k in np.linspace(0, len(images) - 1, 8).astype(int)[1:-1]:
         frame = (images[k] * 255).astype(np.uint8)
@@ -276,12 +392,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="use this fitted run's static depth (default: exact depth of the static scene)")
     parser.add_argument("--flags", type=Path, metavar="RUN", help="score the flags in this run's last checkpoint instead")
-    parser.add_argument("--step", type=int, help="with --flags: the checkpoint saved at this step, not the last")
+    parser.add_argument("--step", type=int, help="with --flags or --run: the checkpoint saved at this step, not the last")
     parser.add_argument(
         "--holding", action="store_true", help="with --flags: also render how much of the flagged sponge the dynamic stream holds"
     )
     parser.add_argument(
         "--explained", action="store_true", help="with --flags: also how far the static field's colour is from the flagged cells'"
+    )
+    parser.add_argument(
+        "--persistence", action="store_true", help="with --flags: how often each ray flag's static point is flagged in the other views"
+    )
+    parser.add_argument(
+        "--other-times", action="store_true", help="with --flags: whether the dynamic stream still holds its cells at other times"
     )
     parser.add_argument("--size", default="128x96", help="render size for the oracle depth, WxH")
     parser.add_argument("--stride", type=int, default=2, help="with --run: score cells of stride x stride pixels")
@@ -298,10 +420,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
-        _score_flags(args.flags, args.output, args.step, args.holding, args.explained)
+        _score_flags(args.flags, args.output, args.step, args.holding, args.explained, args.persistence, args.other_times)
         return
-    if args.step is not None or args.holding or args.explained:
-        parser.error("--step, --holding and --explained go with --flags RUN")
+    if args.holding or args.explained or args.persistence or args.other_times:
+        parser.error("--holding, --explained, --persistence and --other-times go with --flags RUN")
+    if args.step is not None and args.run is None:
+        parser.error("--step goes with --flags RUN or --run RUN")
 
     from PIL import Image
     from sklearn.metrics import roc_auc_score
@@ -314,8 +438,9 @@ def main() -> None:
         parser.error("--view-step must be at least 1 and at most --span")
     args.output.mkdir(parents=True, exist_ok=True)
     if args.run is not None:
-        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile, offsets)
-        source = f"run {args.run} (its static field's surface depth, as the fit's detector uses it)"
+        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile, offsets, args.step)
+        at = "" if args.step is None else f" at step {args.step}"
+        source = f"run {args.run}{at} (its static field's surface depth, as the fit's detector uses it)"
     else:
         width, height = (int(v) for v in args.size.split("x"))
         with tempfile.TemporaryDirectory() as tmp:

@@ -105,7 +105,7 @@ def motion_scores(
             j = i + k
             if not 0 <= j < len(frames):
                 continue
-            rows, uu, vv = _seen_in(frames[j], depths[j], world, None if hidden is None else hidden[j], occlusion_tolerance)
+            rows, uu, vv = seen_in(frames[j], depths[j], world, None if hidden is None else hidden[j], occlusion_tolerance)
             diff = np.full(len(world), np.nan, dtype=np.float32)
             diff[rows] = np.inf
             for dy in range(-search_radius, search_radius + 1):
@@ -123,7 +123,7 @@ def motion_scores(
     return scores
 
 
-def _seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | None, occlusion_tolerance: float):
+def seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | None, occlusion_tolerance: float):
     """Which of the (n, 3) ``world`` points ``frame`` sees (inside it, in front, not behind its
     own surface of z-depth ``depth`` (H, W) by more than ``occlusion_tolerance`` of the point's
     depth, not where ``hidden`` (H, W) bool): their indices and the columns and rows they land on."""
