@@ -111,6 +111,14 @@ def _run_scores(run: Path, stride: int, radius: int, quantile: float, offsets: t
     return [scores[r] for r in rows], images, masks
 
 
+def _cell_centres_xy(frame, ii: np.ndarray, jj: np.ndarray, h: int, w: int):
+    """(n,) columns ``ii`` and rows ``jj`` of an h x w grid of cells over ``frame`` -> (n, 2) float32
+    tensor of the cells' centres in the frame's pixel coordinates (as ``render_pixels`` takes them)."""
+    import torch
+
+    return torch.tensor(np.stack([(ii + 0.5) * frame.width / w, (jj + 0.5) * frame.height / h], 1), dtype=torch.float32)
+
+
 def _labels(masks: np.ndarray) -> dict[str, np.ndarray]:
     """The exact labels of (n, h, w) cell masks as bool maps: ``sponge``, ``hand`` and ``static`` (the rest)."""
     sponge, hand = masks == SPONGE, masks == HAND
@@ -132,7 +140,6 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
     share of them the dynamic stream holds (``share/dynamic`` above one half, as
     ``moving_claimed_by`` counts), the share the actor holds, the mean dynamic share and a
     histogram of it. ``trainer``: the run loaded at the flags' checkpoint."""
-    import torch
 
     if list(trainer.train_ids) != list(trainer.scene.split_indices("train")):
         raise SystemExit(
@@ -146,7 +153,7 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
             continue
         frame = trainer.scene.frames[trainer.train_ids[r]]
         jj, ii = np.nonzero(sponge)
-        xy = torch.tensor(np.stack([(ii + 0.5) * frame.width / w, (jj + 0.5) * frame.height / h], 1), dtype=torch.float32)
+        xy = _cell_centres_xy(frame, ii, jj, h, w)
         out = trainer.render_pixels(frame, xy, features=False, streams="all")
         share.append(out["share/dynamic"].numpy().ravel())
         actor.append(out["share/actor"].numpy().ravel())
@@ -198,11 +205,11 @@ def _persistence(trainer, flags: dict[str, np.ndarray], masks: np.ndarray) -> di
     ``gate`` flags cover it is the flag's persistence. Per exact label: the flags, the mean number
     of frames that see their point, quantiles of the persistence and the share above 0.3 / 0.5.
     ``trainer``: the run loaded at the flags' checkpoint."""
-    from n3f.pipeline.motion import ACTOR_COVERS, render_cells, seen_in
+    from n3f.pipeline.motion import ACTOR_COVERS, OCCLUSION_TOLERANCE, render_cells, seen_in, z_depths
 
     cells = render_cells(trainer, trainer.moving.stride)
     rows, frames, points = cells["rows"], cells["frames"], cells["points"]
-    depths = [((p - f.c2w[:3, 3]) @ f.c2w[:3, 2]).astype(np.float32) for f, p in zip(frames, points)]
+    depths = z_depths(frames, points)
     labels = _labels(masks)
     found: dict[str, list] = {name: [] for name in labels}
     for i, r in enumerate(rows):
@@ -213,7 +220,7 @@ def _persistence(trainer, flags: dict[str, np.ndarray], masks: np.ndarray) -> di
         seen, again = np.zeros(len(world)), np.zeros(len(world))
         for j, r2 in enumerate(rows):
             if j != i:
-                idx, uu, vv = seen_in(frames[j], depths[j], world, cells["actor"][r2] > ACTOR_COVERS, 0.05)
+                idx, uu, vv = seen_in(frames[j], depths[j], world, cells["actor"][r2] > ACTOR_COVERS, OCCLUSION_TOLERANCE)
                 seen[idx] += 1
                 again[idx] += flags["gate"][r2][vv, uu]
         for name, where in labels.items():
@@ -222,13 +229,13 @@ def _persistence(trainer, flags: dict[str, np.ndarray], masks: np.ndarray) -> di
     out: dict = {}
     for name, parts in found.items():
         v = np.concatenate(parts) if parts else np.zeros((0, 2))
-        out[name] = {
-            "flags": len(v),
-            "mean_views": round(float(v[:, 1].mean()), 1) if len(v) else None,
-            "quantiles_10_25_50_75_90": [round(float(q), 3) for q in np.quantile(v[:, 0], [0.1, 0.25, 0.5, 0.75, 0.9])] if len(v) else None,
-            "above_0.3": round(float((v[:, 0] > 0.3).mean()), 3) if len(v) else None,
-            "above_0.5": round(float((v[:, 0] > 0.5).mean()), 3) if len(v) else None,
-        }
+        out[name] = {"flags": len(v)}
+        if len(v):
+            out[name].update(
+                mean_views=round(float(v[:, 1].mean()), 1),
+                quantiles_10_25_50_75_90=[round(float(q), 3) for q in np.quantile(v[:, 0], [0.1, 0.25, 0.5, 0.75, 0.9])],
+                **{f"above_{t}": round(float((v[:, 0] > t).mean()), 3) for t in (0.3, 0.5)},
+            )
     return out
 
 
@@ -241,31 +248,27 @@ def _other_times(trainer, masks: np.ndarray, every: int = 8, apart: float = 0.3)
     still holds the cell. ``trainer``: the loaded run."""
     import dataclasses
 
-    import torch
-
     _, h, w = masks.shape
     jj, ii = np.mgrid[0:h, 0:w]
     still: dict[str, list] = {"sponge": [], "static": []}
     for r in range(0, len(masks), every):
         frame = trainer.scene.frames[trainer.train_ids[r]]
-        xy = torch.tensor(np.stack([(ii.ravel() + 0.5) * frame.width / w, (jj.ravel() + 0.5) * frame.height / h], 1), dtype=torch.float32)
+        xy = _cell_centres_xy(frame, ii.ravel(), jj.ravel(), h, w)
         held = trainer.render_pixels(frame, xy, features=False, streams="all")["share/dynamic"].numpy().ravel() > 0.5
         times = [t for t in (0.0, 0.25, 0.5, 0.75, 1.0) if abs(t - frame.time) >= apart]
         if not held.any() or not times:
             continue
-        label = masks[r].ravel()[held]
+        labels = _labels(masks[r].ravel()[held])
         for t in times:  # an image path no frame has: the run picks the embedding of the frame nearest in time
             other = dataclasses.replace(frame, image_path=Path(f"other-time-{t}.png"), time=t)
             again = trainer.render_pixels(other, xy[held], features=False, streams="all")["share/dynamic"].numpy().ravel() > 0.5
-            still["sponge"].append(again[label == SPONGE])
-            still["static"].append(again[(label != SPONGE) & (label != HAND)])
-    return {
-        name: {
-            "held_pairs": int(sum(len(x) for x in parts)),
-            "still_held": round(float(np.concatenate(parts).mean()), 3) if sum(len(x) for x in parts) else None,
-        }
-        for name, parts in still.items()
-    }
+            for name, parts in still.items():
+                parts.append(again[labels[name]])
+    out = {}
+    for name, parts in still.items():
+        v = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+        out[name] = {"held_pairs": len(v), "still_held": round(float(v.mean()), 3) if len(v) else None}
+    return out
 
 
 def _score_flags(

@@ -45,6 +45,7 @@ DETECTOR_OFFSETS = neighbour_offsets(24, 8)  # (-24, -16, -8, 8, 16, 24)
 MIN_SURFACE_SHARE = 0.5  # pixels whose static surface holds less of the ray's weight are unscored
 ACTOR_COVERS = 0.5  # actor-stream opacity above which a cell is the hand's: it hides what lies behind
 CAMERA_FIXED_OFFSETS = (-2, -1, 1, 2)  # the frames a camera-fixed cell looks the same in (video order)
+OCCLUSION_TOLERANCE = 0.05  # a nearer surface hides a point when nearer by more than this share of its depth
 
 
 def points_from_depth(frame, depth: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ def motion_scores(
     images: list[np.ndarray],
     points: list[np.ndarray],
     offsets: tuple[int, ...] = DETECTOR_OFFSETS,
-    occlusion_tolerance: float = 0.05,
+    occlusion_tolerance: float = OCCLUSION_TOLERANCE,
     min_views: int = 2,
     quantile: float = 0.0,
     search_radius: int = 0,
@@ -94,7 +95,7 @@ def motion_scores(
         point of the mean absolute RGB difference, in [0, 1]; NaN where fewer than ``min_views``
         see it.
     """
-    depths = [((p - f.c2w[:3, 3]) @ f.c2w[:3, 2]).astype(np.float32) for f, p in zip(frames, points)]
+    depths = z_depths(frames, points)
     scores = []
     for i in range(len(frames)):
         H, W = depths[i].shape
@@ -121,6 +122,12 @@ def motion_scores(
                 score[enough] = np.nanquantile(stack[:, enough], quantile, axis=0, method="lower")
         scores.append(score.reshape(H, W))
     return scores
+
+
+def z_depths(frames: list, points: list[np.ndarray]) -> list[np.ndarray]:
+    """Per frame the (H, W) float32 z-depth (along the camera's viewing axis) of its (H, W, 3) world
+    ``points``."""
+    return [((p - f.c2w[:3, 3]) @ f.c2w[:3, 2]).astype(np.float32) for f, p in zip(frames, points)]
 
 
 def seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | None, occlusion_tolerance: float):
