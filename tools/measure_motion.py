@@ -44,10 +44,17 @@ static cell it holds might be held at every time; the sponge only at its own).
 ``--run RUN --step N`` scores the run as saved at step N: the static field a detection at step N
 used (``motion_every`` apart from ``motion_after``).
 
+``--far-tolerance F[,F...]`` scores with each two-sided depth check (``far_tolerance`` of
+:func:`n3f.pipeline.motion.motion_scores`: a neighbour whose surface lies farther than the point by
+more than F of its depth does not see it; 0: off), one row per value, from one render.
+``--depth-error`` (with ``--run``) also compares the static field's surface z-depth at the cells'
+centres with the exact depth of the static scene, per exact label and per class of cell (flagged,
+scored and not flagged, unscored).
+
 Usage:
   python tools/measure_motion.py [--size 128x96] [--output runs/motion] [--quantile 0] [--span 24 --view-step 8] [--hide-hand]
   python tools/measure_motion.py --flags RUN [--step 1000] [--holding] [--explained] [--persistence] [--other-times] [--output runs/motion]
-  python tools/measure_motion.py --run RUN [--step 1000] [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05]
+  python tools/measure_motion.py --run RUN [--step 1000] [--stride 2] [--quantile 0.34] [--search-radius 1] [--keep-blobs 1] [--thresholds 0.08,0.1] [--grow 0,0.05] [--far-tolerance 0,0.05] [--depth-error]
 """
 
 from __future__ import annotations
@@ -91,24 +98,71 @@ def _at_cell_centres(frame, h: int, w: int):
     return load_frame_image(frame)[ys][:, xs], load_frame_mask(frame)[ys][:, xs]
 
 
-def _run_scores(run: Path, stride: int, radius: int, quantile: float, offsets: tuple[int, ...], step: int | None = None):
-    """A fitted run's detector scores (the fit's own :func:`score_training_frames`: the static
-    field's surface depth, unsure surfaces unscored), images and exact masks at the cells' centres,
-    training frames in video order. ``step``: the run as saved at that step (default: the last)."""
+def _run_scores(
+    run: Path,
+    stride: int,
+    radius: int,
+    quantile: float,
+    offsets: tuple[int, ...],
+    step: int | None = None,
+    far_tolerances: tuple[float, ...] = (0.0,),
+):
+    """A fitted run's detector scores (the fit's own :func:`render_cells` and :func:`score_cells`:
+    the static field's surface depth, unsure surfaces unscored), one list of (h, w) maps per far
+    tolerance; images and exact masks at the cells' centres; and the static field's z-depth there
+    (h, w) with the frames it was rendered for. Training frames in video order. ``step``: the run
+    as saved at that step (default: the last). The frames are rendered once for every tolerance."""
     from n3f.pipeline.fit import load_run
-    from n3f.pipeline.motion import score_training_frames
+    from n3f.pipeline.motion import render_cells, score_cells, z_depths
 
     trainer = load_run(run, step=step)
-    rows, scores, _ = score_training_frames(trainer, stride, (radius,), quantile, offsets=offsets)
-    scores = scores[radius]
+    cells = render_cells(trainer, stride)
+    rows = cells["rows"]
+    scores = {far: score_cells(cells, (radius,), quantile, offsets, far)[radius] for far in far_tolerances}
     images, masks = [], []
+    h, w = cells["actor"].shape[1:]
     for r in rows:
-        full = trainer.scene.frames[trainer.train_ids[r]]
-        h, w = scores.shape[1:]
-        image, mask = _at_cell_centres(full, h, w)
+        image, mask = _at_cell_centres(trainer.scene.frames[trainer.train_ids[r]], h, w)
         images.append(image)
         masks.append(mask)
-    return [scores[r] for r in rows], images, masks
+    depth = {"fitted": z_depths(cells["frames"], cells["points"]), "frames": [trainer.scene.frames[trainer.train_ids[r]] for r in rows]}
+    return {far: [v[r] for r in rows] for far, v in scores.items()}, images, masks, depth
+
+
+def _exact_static_depth(frames: list, h: int, w: int, folder: Path) -> list[np.ndarray]:
+    """Exact z-depth (h, w) at the cells' centres of demo/kitchen_dynamic's static scene (no sponge,
+    no hand) for each of ``frames`` (the scene's frames, matched by image name)."""
+    from n3f.scene.dynamic import KitchenDynamicConfig, render_kitchen_dynamic
+    from n3f.scene.formats.native import read_native
+    from n3f.scene.images import load_frame_depth
+
+    static = read_native(render_kitchen_dynamic(folder, KitchenDynamicConfig(width=w, height=h, supersample=1, exclude=("sponge", "hand"))))
+    by_name = {Path(f.image_path).name: f for f in static.frames}
+    return [load_frame_depth(by_name[Path(f.image_path).name]) for f in frames]
+
+
+def _depth_error(fitted: list[np.ndarray], exact: list[np.ndarray], scores: np.ndarray, masks: np.ndarray, flags: np.ndarray) -> dict:
+    """How far the fitted static surface's z-depth is from the exact static depth (both in the
+    scene's normalised units), relative (``fitted / exact - 1``), per exact label, split into cells
+    flagged (``flags``), scored and not flagged, and unscored (NaN ``scores``): cells, quantiles
+    50/75/90% of the absolute error, and the share more than 5% too near and more than 5% too far."""
+    error = np.stack(fitted) / np.stack(exact) - 1
+    out: dict = {}
+    unscored = np.isnan(scores)
+    for label, where in _labels(masks).items():
+        if label == "hand":
+            continue
+        out[label] = {}
+        for name, part in (("flagged", flags), ("scored_unflagged", ~flags & ~unscored), ("unscored", unscored)):
+            e = error[where & part]
+            out[label][name] = {"cells": len(e)}
+            if len(e):
+                out[label][name].update(
+                    quantiles_50_75_90=[round(float(q), 4) for q in np.quantile(np.abs(e), [0.5, 0.75, 0.9])],
+                    near_by_5pc=round(float((e < -0.05).mean()), 3),
+                    far_by_5pc=round(float((e > 0.05).mean()), 3),
+                )
+    return out
 
 
 def _cell_centres_xy(frame, ii: np.ndarray, jj: np.ndarray, h: int, w: int):
@@ -416,10 +470,21 @@ def main() -> None:
     parser.add_argument("--hide-hand", action="store_true", help="oracle: the hand's exact mask hides what lies behind it")
     parser.add_argument("--search-radius", type=int, default=0, help="best match within this many pixels in each neighbour")
     parser.add_argument(
+        "--far-tolerance",
+        default="0",
+        metavar="F[,F...]",
+        help="a neighbour whose surface lies farther than the point by more than this share of its depth does not see it (0: off)",
+    )
+    parser.add_argument(
         "--keep-blobs", type=int, default=0, metavar="R", help="keep only flagged blobs (keep_blobs radius R; 0: all flags)"
     )
     parser.add_argument("--thresholds", default="0.05,0.1,0.15", help="flag cells scoring above each of these")
     parser.add_argument("--grow", default="0", metavar="T[,T...]", help="grow kept flags through cells scoring above T (0: not)")
+    parser.add_argument(
+        "--depth-error",
+        action="store_true",
+        help="with --run: also how far the static field's surface depth is from the exact static depth, flagged cells apart",
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/motion"))
     args = parser.parse_args()
     if args.flags is not None:
@@ -429,6 +494,8 @@ def main() -> None:
         parser.error("--holding, --explained, --persistence and --other-times go with --flags RUN")
     if args.step is not None and args.run is None:
         parser.error("--step goes with --flags RUN or --run RUN")
+    if args.depth_error and args.run is None:
+        parser.error("--depth-error goes with --run RUN")
 
     from PIL import Image
     from sklearn.metrics import roc_auc_score
@@ -440,8 +507,11 @@ def main() -> None:
     except ValueError:
         parser.error("--view-step must be at least 1 and at most --span")
     args.output.mkdir(parents=True, exist_ok=True)
+    far_tolerances = tuple(float(v) for v in args.far_tolerance.split(","))
     if args.run is not None:
-        scores, images, masks = _run_scores(args.run, args.stride, args.search_radius, args.quantile, offsets, args.step)
+        scores, images, masks, depth = _run_scores(
+            args.run, args.stride, args.search_radius, args.quantile, offsets, args.step, far_tolerances
+        )
         at = "" if args.step is None else f" at step {args.step}"
         source = f"run {args.run}{at} (its static field's surface depth, as the fit's detector uses it)"
     else:
@@ -450,53 +520,85 @@ def main() -> None:
             frames, images, points, masks = _oracle_inputs((width, height), Path(tmp))
         source = "exact depth of the static scene"
         hidden = [m == HAND for m in masks] if args.hide_hand else None
-        scores = motion_scores(
-            frames, images, points, offsets=offsets, quantile=args.quantile, search_radius=args.search_radius, hidden=hidden
-        )
-    s = np.concatenate([x.ravel() for x in scores])
+        scores = {
+            far: motion_scores(
+                frames,
+                images,
+                points,
+                offsets=offsets,
+                quantile=args.quantile,
+                search_radius=args.search_radius,
+                hidden=hidden,
+                far_tolerance=far,
+            )
+            for far in far_tolerances
+        }
     m = np.concatenate([x.ravel() for x in masks])
-    scored = ~np.isnan(s)
     moving, sponge, hand = np.isin(m, MOVING), m == SPONGE, m == HAND
-    figures = {
-        "source": source,
-        "quantile": args.quantile,
-        "hide_hand": args.hide_hand,
-        "keep_blobs": args.keep_blobs,
-        "frames": len(scores),
-        "scored_share": float(scored.mean()),
-        "auc_moving": float(roc_auc_score(moving[scored], s[scored])),
-        "auc_sponge_vs_static": float(roc_auc_score(sponge[scored & ~hand], s[scored & ~hand])),
-    }
-    print(json.dumps({"metric": "motion_detector", **figures}))
-    stacked, sponge_cells = np.nan_to_num(np.stack(scores), nan=0.0), np.stack(masks) == SPONGE
+    sponge_cells = np.stack(masks) == SPONGE
+    exact = None
+    if args.depth_error:
+        with tempfile.TemporaryDirectory() as tmp:
+            exact = _exact_static_depth(depth["frames"], *sponge_cells.shape[1:], Path(tmp) / "static")
     rows = []
     pairs = [(t, g) for t in (float(v) for v in args.thresholds.split(",")) for g in (float(v) for v in args.grow.split(",")) if g < t]
-    for threshold, grow in pairs:
-        flags = flag_cells(stacked, threshold, args.keep_blobs, grow)
-        flagged = flags.ravel()
-        row = {
-            "threshold": threshold,
-            "grow": grow,
-            "sponge_flagged": float(flagged[sponge].mean()),
-            "hand_flagged": float(flagged[hand].mean()),
-            "static_flagged": float(flagged[~moving].mean()),
-            "sponge_share_of_flagged": float(flagged[sponge].sum() / max(flagged.sum(), 1)),
-            "sponge_share_of_flagged_outside_the_hand": float(flagged[sponge].sum() / max((flagged & ~hand).sum(), 1)),
-            "frames_missing_sponge": _frames_missing(flags, sponge_cells),
-            "frames_with_sponge": int(sponge_cells.any((1, 2)).sum()),
+    for far, maps in scores.items():
+        s = np.concatenate([x.ravel() for x in maps])
+        scored = ~np.isnan(s)
+        figures = {
+            "source": source,
+            "quantile": args.quantile,
+            "hide_hand": args.hide_hand,
+            "keep_blobs": args.keep_blobs,
+            "far_tolerance": far,
+            "frames": len(maps),
+            "scored_share": float(scored.mean()),
+            "auc_moving": float(roc_auc_score(moving[scored], s[scored])),
+            "auc_sponge_vs_static": float(roc_auc_score(sponge[scored & ~hand], s[scored & ~hand])),
         }
-        rows.append(row)
-        print(json.dumps({"metric": "motion_detector_threshold", **row}))
+        print(json.dumps({"metric": "motion_detector", **figures}))
+        stacked = np.nan_to_num(np.stack(maps), nan=0.0)
+        for threshold, grow in pairs:
+            flags = flag_cells(stacked, threshold, args.keep_blobs, grow)
+            flagged = flags.ravel()
+            row = {
+                "far_tolerance": far,
+                "threshold": threshold,
+                "grow": grow,
+                "sponge_flagged": float(flagged[sponge].mean()),
+                "hand_flagged": float(flagged[hand].mean()),
+                "static_flagged": float(flagged[~moving].mean()),
+                "sponge_share_of_flagged": float(flagged[sponge].sum() / max(flagged.sum(), 1)),
+                "sponge_share_of_flagged_outside_the_hand": float(flagged[sponge].sum() / max((flagged & ~hand).sum(), 1)),
+                "frames_missing_sponge": _frames_missing(flags, sponge_cells),
+                "frames_with_sponge": int(sponge_cells.any((1, 2)).sum()),
+            }
+            if exact is not None:
+                row["depth_error"] = _depth_error(depth["fitted"], exact, np.stack(maps), np.stack(masks), flags)
+            rows.append(row)
+            print(json.dumps({"metric": "motion_detector_threshold", **row}))
     print(
-        "\n| threshold | grown above | sponge flagged | hand flagged | static flagged | sponge share of flagged (outside the hand) | frames missing the sponge |"
-        "\n|---:|---:|---:|---:|---:|---:|---:|"
+        "\n| far tolerance | threshold | grown above | sponge flagged | hand flagged | static flagged | sponge share of flagged (outside the hand) | frames missing the sponge |"
+        "\n|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for r in rows:
         print(
-            f"| {r['threshold']} | {r['grow'] or '-'} | {r['sponge_flagged']:.3f} | {r['hand_flagged']:.3f} | {r['static_flagged']:.4f} | "
-            f"{r['sponge_share_of_flagged']:.3f} ({r['sponge_share_of_flagged_outside_the_hand']:.3f}) | "
+            f"| {r['far_tolerance'] or '-'} | {r['threshold']} | {r['grow'] or '-'} | {r['sponge_flagged']:.3f} | {r['hand_flagged']:.3f} | "
+            f"{r['static_flagged']:.4f} | {r['sponge_share_of_flagged']:.3f} ({r['sponge_share_of_flagged_outside_the_hand']:.3f}) | "
             f"{r['frames_missing_sponge']} of {r['frames_with_sponge']} |"
         )
+    for r in rows:
+        if "depth_error" in r:
+            print(
+                f"\nfar tolerance {r['far_tolerance']}, threshold {r['threshold']}: the static surface's z-depth against the exact static depth"
+            )
+            print("| label | cells | count | error 50/75/90% | >5% too near | >5% too far |\n|---|---|---:|---|---:|---:|")
+            for label in ("sponge", "static"):
+                for name, c in r["depth_error"][label].items():
+                    if c["cells"]:
+                        q = " / ".join(map(str, c["quantiles_50_75_90"]))
+                        print(f"| {label} | {name} | {c['cells']} | {q} | {c['near_by_5pc']} | {c['far_by_5pc']} |")
+    scores = scores[far_tolerances[0]]
     picture = []
     for k in np.linspace(0, len(scores) - 1, 4).astype(int)[1:]:
         score = (np.clip(np.nan_to_num(scores[k], nan=0.0) / 0.3, 0, 1) * 255).astype(np.uint8)

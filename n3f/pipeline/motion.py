@@ -66,6 +66,7 @@ def motion_scores(
     quantile: float = 0.0,
     search_radius: int = 0,
     hidden: list[np.ndarray] | None = None,
+    far_tolerance: float = 0.0,
 ) -> list[np.ndarray]:
     """Per-pixel colour inconsistency of each frame with its neighbours in the video.
 
@@ -89,6 +90,15 @@ def motion_scores(
         hidden: optional per frame (H, W) bool maps of pixels something outside the static scene
             covers (the actor stream's hand): a neighbour whose projection lands there does not
             see the point, as if a nearer surface hid it.
+        far_tolerance: when above 0, a neighbour whose own surface at the projection lies
+            *farther* than the point by more than this share of its depth does not count either:
+            the two depth maps disagree about the point (it floats in front of what the neighbour
+            sees; a fitted depth that is off at an object's outline lands there), so the colours
+            compared would belong to different surfaces. Multi-view stereo's geometric consistency
+            check. 0: only nearer surfaces count against a neighbour. On demo/kitchen_dynamic 0.05
+            made the flags of the exact static depth purer (0.85 of them the sponge against 0.77)
+            but not those of a fitted static field's depth, whose errors the neighbours' depths
+            share (README, "A sharper static surface"); the fit does not use it.
 
     Returns:
         Per frame an (H, W) float32 map: the ``quantile`` over the neighbours that see the pixel's
@@ -106,7 +116,7 @@ def motion_scores(
             j = i + k
             if not 0 <= j < len(frames):
                 continue
-            rows, uu, vv = seen_in(frames[j], depths[j], world, None if hidden is None else hidden[j], occlusion_tolerance)
+            rows, uu, vv = seen_in(frames[j], depths[j], world, None if hidden is None else hidden[j], occlusion_tolerance, far_tolerance)
             diff = np.full(len(world), np.nan, dtype=np.float32)
             diff[rows] = np.inf
             for dy in range(-search_radius, search_radius + 1):
@@ -130,16 +140,19 @@ def z_depths(frames: list, points: list[np.ndarray]) -> list[np.ndarray]:
     return [((p - f.c2w[:3, 3]) @ f.c2w[:3, 2]).astype(np.float32) for f, p in zip(frames, points)]
 
 
-def seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | None, occlusion_tolerance: float):
+def seen_in(frame, depth: np.ndarray, world: np.ndarray, hidden: np.ndarray | None, occlusion_tolerance: float, far_tolerance: float = 0.0):
     """Which of the (n, 3) ``world`` points ``frame`` sees (inside it, in front, not behind its
     own surface of z-depth ``depth`` (H, W) by more than ``occlusion_tolerance`` of the point's
-    depth, not where ``hidden`` (H, W) bool): their indices and the columns and rows they land on."""
+    depth, not where ``hidden`` (H, W) bool; with ``far_tolerance`` above 0, not in front of that
+    surface by more than that share either): their indices and the columns and rows they land on."""
     H, W = depth.shape
     uv, z = frame.project(world)
     u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
     inside = (u >= 0) & (u < W) & (v >= 0) & (v < H) & (z > 0)
     uu, vv = u[inside], v[inside]
     seen = depth[vv, uu] >= z[inside] * (1 - occlusion_tolerance)
+    if far_tolerance > 0:
+        seen &= depth[vv, uu] <= z[inside] * (1 + far_tolerance)
     if hidden is not None:
         seen &= ~hidden[vv, uu]
     return np.flatnonzero(inside)[seen], uu[seen], vv[seen]
@@ -297,12 +310,17 @@ def render_cells(trainer, stride: int, progress=None) -> dict:
 
 
 def score_cells(
-    cells: dict, search_radii: tuple[int, ...] = (0,), quantile: float = 0.0, offsets: tuple[int, ...] = DETECTOR_OFFSETS
+    cells: dict,
+    search_radii: tuple[int, ...] = (0,),
+    quantile: float = 0.0,
+    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
+    far_tolerance: float = 0.0,
 ) -> dict[int, np.ndarray]:
     """:func:`motion_scores` of :func:`render_cells`' output: frames compared in video order; a
     neighbour's cells the actor stream covers (opacity above ``ACTOR_COVERS``) do not count as
     seeing a point (the hand hides what lies behind it); cells whose surface holds
-    ``MIN_SURFACE_SHARE`` of the ray's weight or less go unscored.
+    ``MIN_SURFACE_SHARE`` of the ray's weight or less go unscored. ``far_tolerance``: that of
+    :func:`motion_scores`.
 
     Returns:
         Per search radius an (n_train_rows, h, w) float32 array in training-row order, NaN where
@@ -315,7 +333,14 @@ def score_cells(
         scores[radius] = np.full(actor.shape, np.nan, dtype=np.float32)
         scores[radius][rows] = np.stack(
             motion_scores(
-                cells["frames"], cells["images"], cells["points"], offsets, quantile=quantile, search_radius=radius, hidden=hidden
+                cells["frames"],
+                cells["images"],
+                cells["points"],
+                offsets,
+                quantile=quantile,
+                search_radius=radius,
+                hidden=hidden,
+                far_tolerance=far_tolerance,
             )
         )
         scores[radius][cells["surface"] <= MIN_SURFACE_SHARE] = np.nan

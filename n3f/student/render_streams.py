@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from n3f.render.sampling import merge_packed, stratified
-from n3f.render.volume import composite, render_weight_from_density, surface_composite
+from n3f.render.volume import composite, distortion_loss, render_weight_from_density, surface_composite
 from n3f.student.field import StudentField
 from n3f.student.transient import TransientStreams, mix_streams, share_entropy
 
@@ -31,6 +31,7 @@ def render_streams(
     static_gate: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
     entropy_skew: float | None = None,
     background: torch.Tensor | None = None,
+    static_distortion: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Render world rays through all three streams.
 
@@ -63,6 +64,10 @@ def render_streams(
             power, ``H(s^k)``, weighted by the sample's (detached) rendering weight and summed per
             ray, mean over rays (D^2NeRF's skewed entropy; ``k > 1`` leans undecided samples
             towards the static field). None: not computed.
+        static_distortion: with ``static_alone``, also return ``static/distortion`` (n_rays,):
+            mip-NeRF 360's distortion loss (:func:`n3f.render.volume.distortion_loss`, units of t)
+            of the static field's own weights, small when each ray's static weight sits in one
+            short stretch (a sharp surface depth).
 
     Returns:
         ``rgb`` (n_rays, 3), ``feature`` (n_rays, D), ``beta`` (n_rays, 1) composited uncertainty,
@@ -128,6 +133,8 @@ def render_streams(
         alone_weights, _, _ = render_weight_from_density(ts, te, static_out["sigma"], ri)
         alone = composite(alone_weights, channels, mids, ri, n_rays, detach_weights=detach_weights, background=behind)
         out.update({f"static/{k}": alone[k] for k in (*channels, "opacity")})
+        if static_distortion:
+            out["static/distortion"] = distortion_loss(alone_weights, ts, te, ri, n_rays)
     return out
 
 

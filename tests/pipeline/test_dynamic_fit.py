@@ -311,6 +311,38 @@ def test_a_background_shows_through_all_streams_and_the_static_field_alone_by_th
         assert torch.equal(over[f"{prefix}feature"], black[f"{prefix}feature"])
 
 
+def test_static_distortion_is_the_distortion_of_the_static_fields_own_weights_and_trains_it(dynamic_run, kitchen_dir, tmp_path):
+    """``static_distortion`` returns, per ray, mip-NeRF 360's distortion of the static field's own
+    weights over render_streams' samples (with the transient streams silenced: the samples the
+    static field's transmittance keeps beyond the actor's range). A three-stream fit with
+    ``distortion_weight`` trains differently from one without."""
+    from n3f.render.volume import distortion_loss, render_weight_from_density
+    from n3f.student.render_streams import render_streams
+
+    trainer = load_run(dynamic_run)
+    for stream in (trainer.transient.dynamic, trainer.transient.actor):
+        stream.density_head.bias.data.fill_(-1e4)  # density exp(-1e4) = 0 everywhere
+    origins, dirs, ids, w2c = _batch(trainer)
+    args = (trainer.model, trainer.transient, origins, dirs, ids, w2c, trainer.space, trainer.grid, trainer.step_size)
+    with torch.no_grad():
+        out = render_streams(*args, static_alone=True, static_distortion=True)["static/distortion"]
+        o, d, t_max = trainer.space.to_space(origins, dirs)
+        ri, ts, te = trainer.space.march(o, d, t_max, trainer.grid, trainer.step_size, near=trainer.transient.config.actor_depth)
+        sigma = trainer.model.density(trainer.space.points(o[ri], d[ri], (ts + te) / 2))
+        _, trans, alphas = render_weight_from_density(ts, te, sigma, ri)
+        keep = (trans > 1e-4) & (alphas > 1e-6)
+        weights, _, _ = render_weight_from_density(ts[keep], te[keep], sigma[keep], ri[keep])
+        expected = distortion_loss(weights, ts[keep], te[keep], ri[keep], len(origins))
+    assert out.shape == (len(origins),) and float(out.max()) > 0
+    assert torch.allclose(out, expected, rtol=1e-4, atol=1e-7)
+
+    run = fit(_config(kitchen_dir, distortion_weight=0.01), output=tmp_path, quiet=True)
+    assert read_config(run).distortion_weight == 0.01
+    a = torch.load(latest_checkpoint(run), weights_only=False)
+    b = torch.load(latest_checkpoint(dynamic_run), weights_only=False)
+    assert not torch.equal(a["model"]["encoding.table"], b["model"]["encoding.table"])
+
+
 def test_a_three_stream_fit_over_a_random_background_records_it_and_trains_differently(dynamic_run, kitchen_dir, tmp_path):
     run = fit(_config(kitchen_dir, background="random"), output=tmp_path, quiet=True)
     assert read_config(run).background == "random"

@@ -277,3 +277,18 @@ def test_the_hand_looks_fixed_to_the_camera_and_the_sponge_does_not(kitchen):
     fixed = camera_fixed_cells(images, order, threshold=0.1)
     hand, sponge, static = fixed[masks == 9].mean(), fixed[masks == 8].mean(), fixed[~np.isin(masks, (8, 9))].mean()
     assert hand > 0.95 and sponge < 0.05 and static < 0.5, (hand, sponge, static)  # 0.971, 0.026, 0.406
+
+
+def test_a_neighbour_whose_surface_lies_behind_the_point_does_not_see_it():
+    """``seen_in`` with ``far_tolerance``: a point floating in front of what a frame sees there is
+    not seen by it (the two depth maps disagree about the point); without it, only a nearer surface
+    hides a point."""
+    from n3f.pipeline.motion import seen_in
+    from n3f.scene.types import Frame
+
+    K = np.array([[10.0, 0, 5], [0, 10.0, 5], [0, 0, 1]])
+    frame = Frame(image_path=Path("a.png"), K=K, c2w=np.eye(4), width=10, height=10)
+    depth = np.full((10, 10), 2.0, dtype=np.float32)  # a wall at z = 2
+    world = np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 1.5], [0.0, 0.0, 2.5], [0.0, 0.0, 1.95]])  # on, in front, behind, near
+    assert seen_in(frame, depth, world, None, 0.05)[0].tolist() == [0, 1, 3]
+    assert seen_in(frame, depth, world, None, 0.05, far_tolerance=0.05)[0].tolist() == [0, 3]
