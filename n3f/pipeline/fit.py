@@ -1396,6 +1396,11 @@ def fit(
         config, feature_rendering=resolve_feature_rendering(config), contraction=resolve_contraction(config, scene)
     )
     check_motion(config)  # before any run folder exists
+    if config.dynamic and config.distortion_weight > 0 and config.static_alone_weight <= 0:
+        raise N3FError(
+            "with transient streams distortion_weight charges the static field's own render, which static_alone_weight 0 turns off; "
+            "set static_alone_weight above 0 or distortion_weight to 0"
+        )
     if resume is not None:
         run_dir = Path(resume)
     elif ctx.is_main:

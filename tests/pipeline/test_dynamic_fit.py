@@ -336,6 +336,9 @@ def test_static_distortion_is_the_distortion_of_the_static_fields_own_weights_an
     assert out.shape == (len(origins),) and float(out.max()) > 0
     assert torch.allclose(out, expected, rtol=1e-4, atol=1e-7)
 
+    with pytest.raises(N3FError, match="static_alone_weight"):
+        fit(_config(kitchen_dir, distortion_weight=0.01, static_alone_weight=0.0), output=tmp_path / "refused", quiet=True)
+    assert not (tmp_path / "refused").exists()
     run = fit(_config(kitchen_dir, distortion_weight=0.01), output=tmp_path, quiet=True)
     assert read_config(run).distortion_weight == 0.01
     a = torch.load(latest_checkpoint(run), weights_only=False)
