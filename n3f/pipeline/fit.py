@@ -88,7 +88,8 @@ class FitConfig:
             weights, rendered by itself, meant to sharpen the static surface the moving-pixel
             detector reads its depth from. On demo/kitchen_dynamic (seed 0, step 1,000) 0.01 did
             the opposite: the static surface moved towards the cameras and the detector's flags
-            held less of the sponge (README, "A sharper static surface").
+            held less of the sponge; 0.001 did no better than none (README, "A sharper static
+            surface").
         grid_relative: nerfacc's rule (empty below min(threshold, mean density)); False: below
             the threshold alone.
         density_bias: the student's density pre-activation bias (see StudentConfig).
