@@ -9,7 +9,7 @@ The static surface each pixel sees comes from one of:
 - by default (the oracle): the same scene rendered without the sponge and the hand, exact
   depth of a perfect static field (an upper bound);
 - ``--run RUN``: the surface depth a fitted run's static field renders, through the detector a
-  fit runs (``FitConfig.motion_after``; :func:`n3f.pipeline.motion.score_training_frames`: pixels
+  fit runs (``FitConfig.motion_after``; :func:`n3f.pipeline.motion.render_cells` and ``score_cells``: pixels
   whose surface holds half of the ray's weight or less are unscored; cells the actor stream
   covers in a neighbour do not count as seen there). ``--span``, ``--view-step`` (which neighbour frames
   each frame is compared with, as ``FitConfig.motion_span`` and ``motion_view_step``) and
@@ -72,17 +72,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 MOVING, SPONGE, HAND = (8, 9), 8, 9
 
 
+def _kitchen(folder: Path, width: int, height: int, static: bool = False):
+    """demo/kitchen_dynamic rendered into ``folder`` at width x height, one ray per pixel centre;
+    ``static``: without the sponge and the hand (its depth is a perfect static field's)."""
+    from n3f.scene.dynamic import KitchenDynamicConfig, render_kitchen_dynamic
+    from n3f.scene.formats.native import read_native
+
+    exclude = ("sponge", "hand") if static else ()
+    return read_native(render_kitchen_dynamic(folder, KitchenDynamicConfig(width=width, height=height, supersample=1, exclude=exclude)))
+
+
 def _oracle_inputs(size: tuple[int, int], folder: Path):
     """Training frames, images and exact static-scene points of a kitchen_dynamic render."""
     from n3f.pipeline.motion import points_from_depth
-    from n3f.scene.dynamic import KitchenDynamicConfig, render_kitchen_dynamic
-    from n3f.scene.formats.native import read_native
     from n3f.scene.images import load_frame_depth, load_frame_image, load_frame_mask
 
     width, height = size
-    options = dict(width=width, height=height, supersample=1)
-    scene = read_native(render_kitchen_dynamic(folder / "scene", KitchenDynamicConfig(**options)))
-    static = read_native(render_kitchen_dynamic(folder / "static", KitchenDynamicConfig(**options, exclude=("sponge", "hand"))))
+    scene = _kitchen(folder / "scene", width, height)
+    static = _kitchen(folder / "static", width, height, static=True)
     train = [i for i, f in enumerate(scene.frames) if f.split == "train"]
     frames = [scene.frames[i] for i in train]
     points = [points_from_depth(static.frames[i], load_frame_depth(static.frames[i])) for i in train]
@@ -119,37 +126,35 @@ def _run_scores(
     cells = render_cells(trainer, stride)
     rows = cells["rows"]
     scores = {far: score_cells(cells, (radius,), quantile, offsets, far)[radius] for far in far_tolerances}
+    frames = [trainer.scene.frames[trainer.train_ids[r]] for r in rows]
     images, masks = [], []
     h, w = cells["actor"].shape[1:]
-    for r in rows:
-        image, mask = _at_cell_centres(trainer.scene.frames[trainer.train_ids[r]], h, w)
+    for frame in frames:
+        image, mask = _at_cell_centres(frame, h, w)
         images.append(image)
         masks.append(mask)
-    depth = {"fitted": z_depths(cells["frames"], cells["points"]), "frames": [trainer.scene.frames[trainer.train_ids[r]] for r in rows]}
+    depth = {"fitted": z_depths(cells["frames"], cells["points"]), "frames": frames}
     return {far: [v[r] for r in rows] for far, v in scores.items()}, images, masks, depth
 
 
 def _exact_static_depth(frames: list, h: int, w: int, folder: Path) -> list[np.ndarray]:
     """Exact z-depth (h, w) at the cells' centres of demo/kitchen_dynamic's static scene (no sponge,
     no hand) for each of ``frames`` (the scene's frames, matched by image name)."""
-    from n3f.scene.dynamic import KitchenDynamicConfig, render_kitchen_dynamic
-    from n3f.scene.formats.native import read_native
     from n3f.scene.images import load_frame_depth
 
-    static = read_native(render_kitchen_dynamic(folder, KitchenDynamicConfig(width=w, height=h, supersample=1, exclude=("sponge", "hand"))))
+    static = _kitchen(folder, w, h, static=True)
     by_name = {Path(f.image_path).name: f for f in static.frames}
     return [load_frame_depth(by_name[Path(f.image_path).name]) for f in frames]
 
 
-def _depth_error(fitted: list[np.ndarray], exact: list[np.ndarray], scores: np.ndarray, masks: np.ndarray, flags: np.ndarray) -> dict:
-    """How far the fitted static surface's z-depth is from the exact static depth (both in the
-    scene's normalised units), relative (``fitted / exact - 1``), per exact label, split into cells
-    flagged (``flags``), scored and not flagged, and unscored (NaN ``scores``): cells, quantiles
-    50/75/90% of the absolute error, and the share more than 5% too near and more than 5% too far."""
-    error = np.stack(fitted) / np.stack(exact) - 1
+def _depth_error(error: np.ndarray, unscored: np.ndarray, labels: dict[str, np.ndarray], flags: np.ndarray) -> dict:
+    """How far the fitted static surface's z-depth is from the exact static depth: ``error`` (n, h, w)
+    ``fitted / exact - 1`` (both in the scene's normalised units), per exact label (``labels``, as
+    :func:`_labels` gives them), split into cells flagged (``flags``), scored and not flagged, and
+    ``unscored``: cells, quantiles 50/75/90% of the absolute error, and the share more than 5% too
+    near and more than 5% too far."""
     out: dict = {}
-    unscored = np.isnan(scores)
-    for label, where in _labels(masks).items():
+    for label, where in labels.items():
         if label == "hand":
             continue
         out[label] = {}
@@ -194,7 +199,6 @@ def _holding(trainer, flags: dict[str, np.ndarray], masks: np.ndarray, every: in
     share of them the dynamic stream holds (``share/dynamic`` above one half, as
     ``moving_claimed_by`` counts), the share the actor holds, the mean dynamic share and a
     histogram of it. ``trainer``: the run loaded at the flags' checkpoint."""
-
     if list(trainer.train_ids) != list(trainer.scene.split_indices("train")):
         raise SystemExit(
             f"{trainer.run_dir}: its training rows are not the scene's training split in order; the flags cannot be matched to frames"
@@ -536,10 +540,11 @@ def main() -> None:
     m = np.concatenate([x.ravel() for x in masks])
     moving, sponge, hand = np.isin(m, MOVING), m == SPONGE, m == HAND
     sponge_cells = np.stack(masks) == SPONGE
-    exact = None
+    error = None
     if args.depth_error:
         with tempfile.TemporaryDirectory() as tmp:
             exact = _exact_static_depth(depth["frames"], *sponge_cells.shape[1:], Path(tmp) / "static")
+        error, labels = np.stack(depth["fitted"]) / np.stack(exact) - 1, _labels(np.stack(masks))
     rows = []
     pairs = [(t, g) for t in (float(v) for v in args.thresholds.split(",")) for g in (float(v) for v in args.grow.split(",")) if g < t]
     for far, maps in scores.items():
@@ -557,7 +562,8 @@ def main() -> None:
             "auc_sponge_vs_static": float(roc_auc_score(sponge[scored & ~hand], s[scored & ~hand])),
         }
         print(json.dumps({"metric": "motion_detector", **figures}))
-        stacked = np.nan_to_num(np.stack(maps), nan=0.0)
+        unscored = np.isnan(np.stack(maps))
+        stacked = np.where(unscored, 0.0, np.stack(maps))
         for threshold, grow in pairs:
             flags = flag_cells(stacked, threshold, args.keep_blobs, grow)
             flagged = flags.ravel()
@@ -573,8 +579,8 @@ def main() -> None:
                 "frames_missing_sponge": _frames_missing(flags, sponge_cells),
                 "frames_with_sponge": int(sponge_cells.any((1, 2)).sum()),
             }
-            if exact is not None:
-                row["depth_error"] = _depth_error(depth["fitted"], exact, np.stack(maps), np.stack(masks), flags)
+            if error is not None:
+                row["depth_error"] = _depth_error(error, unscored, labels, flags)
             rows.append(row)
             print(json.dumps({"metric": "motion_detector_threshold", **row}))
     print(

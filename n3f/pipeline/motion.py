@@ -347,36 +347,6 @@ def score_cells(
     return scores
 
 
-def score_training_frames(
-    trainer,
-    stride: int,
-    search_radii: tuple[int, ...] = (0,),
-    quantile: float = 0.0,
-    progress=None,
-    offsets: tuple[int, ...] = DETECTOR_OFFSETS,
-) -> tuple[list[int], dict[int, np.ndarray], np.ndarray]:
-    """Score a three-stream fit's training frames with :func:`motion_scores`, through the static
-    field's own depth, on a grid of ``stride`` x ``stride`` pixel cells (:func:`render_cells`, then
-    :func:`score_cells`).
-
-    Args:
-        trainer: a :class:`n3f.pipeline.fit.Trainer` with transient streams.
-        stride: cell side in training pixels.
-        search_radii: score with each of these ``search_radius`` values of :func:`motion_scores`.
-        quantile: the ``quantile`` of :func:`motion_scores` (0: the best-agreeing neighbour).
-        progress: optional ``progress(iterable, description, total)`` wrapper.
-        offsets: the neighbours each frame is compared with, positions in video order
-            (:func:`neighbour_offsets`).
-
-    Returns:
-        ``rows``: the training rows in video order; ``scores``: per search radius an
-        (n_train_rows, h, w) float32 array in training-row order, NaN where unscored; ``actor``
-        (n_train_rows, h, w) the actor stream's opacity. ``h, w = ceil(H / stride), ceil(W / stride)``.
-    """
-    cells = render_cells(trainer, stride, progress)
-    return cells["rows"], score_cells(cells, search_radii, quantile, offsets), cells["actor"]
-
-
 def keep_blobs(flags: np.ndarray, radius: int) -> np.ndarray:
     """Drop thin flags and keep blobs: per frame, the flagged cells connected (8-neighbours) to
     what survives a morphological opening by a (2 * radius + 1)-cell square.
@@ -451,8 +421,8 @@ def detect_moving_pixels(
     offsets: tuple[int, ...] = DETECTOR_OFFSETS,
     static_agrees: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Flag the moving pixels of a three-stream fit's training frames: the cells of
-    :func:`score_training_frames` whose score is above ``threshold``. Rays are drawn where the
+    """Flag the moving pixels of a three-stream fit's training frames: the cells (:func:`render_cells`
+    scored by :func:`score_cells`) whose score is above ``threshold``. Rays are drawn where the
     flag is surest (blobs, not lines: :func:`keep_blobs`; or scored with a search radius, which
     forgives depth errors at object outlines); the static field skips flagged cells and their
     neighbours.
