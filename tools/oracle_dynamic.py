@@ -7,18 +7,25 @@ sponge masks, to learn which part of the method keeps the dynamic stream from cl
 - ``--sample S``: a share ``S`` of each step's rays is drawn uniformly from the sponge's pixels of
   the training frames (in place of the error map's draws; uniform draws for the rest).
 
-Neither is a method (a real capture has no masks); they bound what a perfect detector of moving
+- ``--exact-depth`` (with ``--set motion_after=N``): the fit's own moving-pixel detector
+  (:mod:`n3f.pipeline.motion`) runs on the exact depth of the static scene (no sponge, no hand)
+  in place of the static field's surface depth, every cell scored; the actor stream still says
+  what the hand hides. It bounds what a perfect static geometry would give the detector.
+
+None is a method (a real capture has no masks or exact depth); they bound what a perfect detector of moving
 pixels, or a perfect sampler, would give. The fit is an ordinary run folder; score it with
 ``python tools/measure_dynamic.py --streams-only RUN`` and ``python tools/probe_sponge.py RUN``.
 
 Usage:
   python tools/oracle_dynamic.py --output runs/oracle [--gate] [--sample 0.25] [--steps 1000] [--set KEY=VALUE ...]
+  python tools/oracle_dynamic.py --output runs/oracle --exact-depth --set motion_after=500 [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,12 +44,39 @@ def _sponge_masks(trainer):
     )
 
 
+def _exact_depth_cells(render_cells, folder: Path):
+    """``render_cells`` of :mod:`n3f.pipeline.motion` with each cell's world point taken from the
+    exact depth of the static scene rendered at the cells' grid into ``folder`` (once per grid
+    size), and every cell's surface share 1 (scored)."""
+    import numpy as np
+    from measure_motion import _kitchen
+
+    from n3f.pipeline.motion import points_from_depth
+    from n3f.scene.images import load_frame_depth
+
+    static: dict = {}
+
+    def cells_of(trainer, stride, progress=None):
+        cells = render_cells(trainer, stride, progress)
+        h, w = cells["actor"].shape[1:]
+        if (w, h) not in static:
+            scene = _kitchen(folder / f"static-{w}x{h}", w, h, static=True)
+            static[w, h] = {Path(f.image_path).name: f for f in scene.frames}
+        names = [Path(trainer.scene.frames[trainer.train_ids[r]].image_path).name for r in cells["rows"]]
+        cells["points"] = [points_from_depth(f, load_frame_depth(static[w, h][n])) for f, n in zip(cells["frames"], names)]
+        cells["surface"] = np.ones_like(cells["surface"])
+        return cells
+
+    return cells_of
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--gate", action="store_true", help="keep the static field's gradient off the sponge's pixels")
     parser.add_argument("--sample", type=float, default=0.0, help="share of rays drawn from the sponge's pixels")
+    parser.add_argument("--exact-depth", action="store_true", help="the moving-pixel detector uses the static scene's exact depth")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="FitConfig field")
     args = parser.parse_args()
     if not 0 <= args.sample <= 1:
@@ -80,11 +114,18 @@ def main() -> None:
     if args.gate:
         fit_module.Trainer._static_gate = static_gate
     options = _options(args.set)
+    if args.exact_depth and options.get("motion_after", 0) <= 0:
+        parser.error("--exact-depth replaces the depth of the moving-pixel detector: set motion_after (--set motion_after=500)")
     if args.sample > 0:
         error_map.ErrorMap.draw = draw
         options["error_sampling"] = args.sample
     config = fit_module.FitConfig(scene=SCENE, steps=args.steps, eval_every=0, dynamic=True, **options)
-    print(fit_module.fit(config, output=args.output, quiet=False))
+    with tempfile.TemporaryDirectory(prefix="n3f-exact-depth-") as tmp:
+        if args.exact_depth:
+            import n3f.pipeline.motion as motion
+
+            motion.render_cells = _exact_depth_cells(motion.render_cells, Path(tmp))
+        print(fit_module.fit(config, output=args.output, quiet=False))
 
 
 if __name__ == "__main__":
